@@ -1,0 +1,9 @@
+"""samkit: Segment Anything 2 end to end in plain PyTorch."""
+
+from samkit import errors
+from samkit.builder import build_model
+from samkit.checkpoint import save_checkpoint
+from samkit.configs import ModelConfig, list_models
+
+__all__ = ["build_model", "list_models", "save_checkpoint", "ModelConfig", "errors"]
+__version__ = "0.1.0"

@@ -1,0 +1,17 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real photos and clips beside the checkout; tests using it skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (real photos are optional)")
+    return SHARED_DATA
