@@ -89,7 +89,7 @@ _TRUNKS = {
                          window_pos_embed_bkg_spatial_size=(7, 7)),
     "base_plus": HieraConfig(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3), global_att_blocks=(12, 16, 20)),
     "large": HieraConfig(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4), global_att_blocks=(23, 33, 43),
-                         window_spec=(8, 4, 16, 8)),
+                         window_spec=(8, 4, 16, 8), window_pos_embed_bkg_spatial_size=(7, 7)),
 }
 
 # SAM 2.0 differs from 2.1 only in how object pointers get temporal encodings and in the
