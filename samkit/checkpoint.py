@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from samkit.configs import REGISTRY, ModelConfig, list_models
+from samkit.fileio import atomic_write
 from samkit.errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
 from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
@@ -74,24 +74,7 @@ def _write_safetensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[
         offset += len(raw)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * ((-len(head)) % 8)
-    _atomic_write(path, lambda f: (f.write(struct.pack("<Q", len(head))), f.write(head), [f.write(b) for b in blobs]))
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: (f.write(struct.pack("<Q", len(head))), f.write(head), [f.write(b) for b in blobs]))
 
 
 # --------------------------------------------------------------------------- configs as data
@@ -245,5 +228,5 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, *, extra: d
         payload[CONFIG_KEY] = config_to_dict(cfg)
     if extra:
         payload.update(extra)
-    _atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path

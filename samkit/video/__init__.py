@@ -1,0 +1,2 @@
+"""Video: lazy frame sources (:mod:`samkit.video.frames`) and synthetic clips with ground
+truth (:mod:`samkit.video.synthetic`)."""
