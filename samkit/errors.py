@@ -48,3 +48,7 @@ class VideoError(SamkitError, ValueError):
 
 class DatasetError(SamkitError, ValueError):
     """A dataset folder or annotation file that does not have the expected layout."""
+
+
+class MissingDependencyError(SamkitError, ImportError):
+    """An optional package that a feature needs is not installed; the message names the extra."""
