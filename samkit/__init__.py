@@ -4,6 +4,7 @@ from samkit import errors
 from samkit.builder import build_model
 from samkit.checkpoint import save_checkpoint
 from samkit.configs import ModelConfig, list_models
+from samkit.image_predictor import ImagePredictor
 
-__all__ = ["build_model", "list_models", "save_checkpoint", "ModelConfig", "errors"]
+__all__ = ["build_model", "list_models", "save_checkpoint", "ModelConfig", "ImagePredictor", "errors"]
 __version__ = "0.1.0"
