@@ -1,0 +1,15 @@
+"""Evaluation: interactive-segmentation metrics (NoC, NoF, mIoU@k) and plots.
+
+The plotting functions need matplotlib (the ``plots`` extra) and import it only when called.
+"""
+
+from samkit.evaluate.metrics import interactive_metrics, mask_iou, number_of_clicks
+from samkit.evaluate.plots import plot_iou_curves, plot_training_curves
+
+__all__ = [
+    "interactive_metrics",
+    "number_of_clicks",
+    "mask_iou",
+    "plot_iou_curves",
+    "plot_training_curves",
+]

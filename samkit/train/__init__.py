@@ -1,0 +1,49 @@
+"""Training: datasets, synthetic data, simulated clicks and the SAM losses."""
+
+from samkit.train.datasets import (
+    CocoDataset,
+    LabPicsDataset,
+    MaskFolderDataset,
+    Sample,
+    decode_coco_segmentation,
+)
+from samkit.train.losses import LossTerms, LossWeights, sam_loss
+from samkit.train.prompts import (
+    ClickConfig,
+    Prompt,
+    evaluation_click,
+    round_schedule,
+    sample_center_error_click,
+    sample_correction_click,
+    sample_error_click,
+    sample_first_prompt,
+)
+from samkit.train.synthetic import (
+    SyntheticSceneDataset,
+    make_labpics_scene,
+    make_scene,
+    write_synthetic_labpics,
+)
+
+__all__ = [
+    "Sample",
+    "LabPicsDataset",
+    "CocoDataset",
+    "MaskFolderDataset",
+    "decode_coco_segmentation",
+    "SyntheticSceneDataset",
+    "make_scene",
+    "make_labpics_scene",
+    "write_synthetic_labpics",
+    "ClickConfig",
+    "Prompt",
+    "sample_first_prompt",
+    "sample_error_click",
+    "sample_center_error_click",
+    "sample_correction_click",
+    "evaluation_click",
+    "round_schedule",
+    "LossWeights",
+    "LossTerms",
+    "sam_loss",
+]
