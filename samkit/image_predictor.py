@@ -51,26 +51,10 @@ class CoordTransforms:
         filling small holes / removing small specks (connected components, on the CPU)."""
         masks = masks.float()
         if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-            masks = fill_holes_and_specks(masks, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
+            from samkit.automask.masks import fill_holes_and_sprinkles
+
+            masks = fill_holes_and_sprinkles(masks, self.max_hole_area, self.max_sprinkle_area, self.mask_threshold)
         return F.interpolate(masks, tuple(orig_hw), mode="bilinear", align_corners=False)
-
-
-def fill_holes_and_specks(logits: torch.Tensor, threshold: float, max_hole_area: float,
-                          max_sprinkle_area: float) -> torch.Tensor:
-    """Set connected background regions of at most ``max_hole_area`` pixels to foreground
-    (threshold + 10) and foreground specks of at most ``max_sprinkle_area`` to background
-    (threshold - 10). ``logits``: ``B x C x h x w``; 8-connectivity."""
-    from samkit.automask.masks import connected_component_areas
-
-    flat = logits.flatten(0, 1)
-    out = flat.clone()
-    if max_hole_area > 0:
-        area = connected_component_areas(flat <= threshold)
-        out = torch.where((area > 0) & (area <= max_hole_area), threshold + 10.0, out)
-    if max_sprinkle_area > 0:
-        area = connected_component_areas(flat > threshold)
-        out = torch.where((area > 0) & (area <= max_sprinkle_area), threshold - 10.0, out)
-    return out.view_as(logits)
 
 
 def _as_float_tensor(x: Any, what: str, device: torch.device) -> torch.Tensor:

@@ -127,3 +127,19 @@ def test_batch_api(predictor, image):
     predictor.reset_predictor()
     with pytest.raises(StateError):
         predictor.predict_batch(point_coords_batch=[[[5, 5]]], point_labels_batch=[[1]])
+
+
+def test_hole_and_speck_removal_on_cpu():
+    from samkit.image_predictor import CoordTransforms
+
+    logits = torch.full((1, 1, 32, 32), -5.0)
+    logits[..., 4:20, 4:20] = 5.0
+    logits[..., 10:12, 10:12] = -5.0   # a 4-pixel hole
+    logits[..., 28:30, 28:30] = 5.0    # a 4-pixel speck
+    plain = CoordTransforms(32).postprocess_masks(logits, (32, 32)) > 0
+    assert not plain[0, 0, 10, 10] and plain[0, 0, 28, 28]
+    cleaned = CoordTransforms(32, max_hole_area=4, max_sprinkle_area=4).postprocess_masks(logits, (32, 32)) > 0
+    assert cleaned[0, 0, 10, 10] and not cleaned[0, 0, 28, 28]
+    assert cleaned[0, 0, 4:20, 4:20].all() and cleaned.sum() == 16 * 16
+    small = CoordTransforms(32, max_hole_area=3, max_sprinkle_area=3).postprocess_masks(logits, (32, 32)) > 0
+    assert not small[0, 0, 10, 10] and small[0, 0, 28, 28]
