@@ -34,3 +34,35 @@ def build_oracle(name: str, seed: int = 0, video: bool = False, **kwargs):
     model = builder(HYDRA_CONFIGS[name], ckpt_path=None, device="cpu", **kwargs)
     randomize_(model, seed)
     return model.eval()
+
+
+def oracle_overrides(cfg) -> list[str]:
+    """Hydra overrides that make the official sam2.1 tiny config describe ``cfg`` (a samkit
+    ``ModelConfig`` with the SAM 2.1 flags): trunk, neck widths, image size and memory sizes."""
+    h, m = cfg.hiera, cfg.memory
+    lst = lambda v: "[" + ",".join(str(x) for x in v) + "]"
+    trunk = "++model.image_encoder.trunk."
+    ma = "++model.memory_attention."
+    return [
+        f"++model.image_size={cfg.image_size}",
+        f"{trunk}embed_dim={h.embed_dim}", f"{trunk}num_heads={h.num_heads}", f"{trunk}stages={lst(h.stages)}",
+        f"{trunk}global_att_blocks={lst(h.global_att_blocks)}", f"{trunk}window_spec={lst(h.window_spec)}",
+        f"{trunk}window_pos_embed_bkg_spatial_size={lst(h.window_pos_embed_bkg_spatial_size)}",
+        f"++model.image_encoder.neck.backbone_channel_list={lst(h.channel_list)}",
+        f"{ma}num_layers={m.num_layers}", f"{ma}layer.dim_feedforward={m.dim_feedforward}",
+        f"{ma}layer.self_attention.feat_sizes={lst([cfg.embedding_size] * 2)}",
+        f"{ma}layer.cross_attention.feat_sizes={lst([cfg.embedding_size] * 2)}",
+    ]
+
+
+def build_oracle_like(cfg, state_dict=None, video: bool = False, **kwargs):
+    """The official model with the same architecture as samkit's ``cfg`` (a custom, usually
+    smaller config), optionally loaded with ``state_dict`` (strictly)."""
+    from sam2.build_sam import build_sam2, build_sam2_video_predictor
+
+    builder = build_sam2_video_predictor if video else build_sam2
+    model = builder(HYDRA_CONFIGS["sam2.1_hiera_tiny"], ckpt_path=None, device="cpu",
+                    hydra_overrides_extra=oracle_overrides(cfg), **kwargs)
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True)
+    return model.eval()
