@@ -5,9 +5,11 @@ Everything here works on batches: masks are ``N x H x W`` tensors, boxes ``N x 4
 (x, y). Point grids and crop boxes are numpy / plain lists because that is what the
 official automatic mask generator takes and returns.
 
-Sections: point grids and crops; stability scores; boxes and NMS; crops of boxes, points
-and masks; run-length encoding; connected components; a container for rows of candidate
-masks.
+Sections: point grids and crops; stability scores; boxes and NMS (bit-identical to
+torchvision's); crops of boxes, points and masks; run-length encoding (COCO layout);
+connected components (8-connectivity, on runs); exact statistics of upsampled logits
+without making the full-size maps (:class:`LazyUpsample`); a container for rows of
+candidate masks (:class:`MaskRecords`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "generate_crop_boxes",
     "count_above",
     "stability_score",
+    "stability_from_counts",
     "masks_to_boxes",
     "box_xyxy_to_xywh",
     "box_area",
@@ -41,11 +44,13 @@ __all__ = [
     "rle_to_mask",
     "rle_area",
     "rle_to_coco",
+    "require_pycocotools",
     "connected_components",
     "connected_component_areas",
     "remove_small_regions",
     "fill_holes_and_sprinkles",
     "UpsamplePlan",
+    "ARITHMETICS",
     "LazyUpsample",
     "upsample_logits",
     "upsample_masks",
@@ -203,9 +208,10 @@ def _exceeds(values: torch.Tensor, threshold: float) -> torch.Tensor:
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, block: int = 128) -> torch.Tensor:
     """Greedy non-maximum suppression, identical to ``torchvision.ops.nms``.
 
-    ``boxes`` ``N x 4`` XYXY float, ``scores`` ``N``. Visits boxes by decreasing score and drops
-    every later box whose IoU with a kept one is ``> iou_threshold``. Returns the kept indices
-    (int64), highest score first.
+    ``boxes`` ``N x 4`` XYXY float, ``scores`` ``N``. Visits boxes by decreasing score (ties in
+    index order) and drops every later box whose IoU with a kept one is ``> iou_threshold``
+    (the IoU computed in the boxes' dtype exactly as torchvision's CPU kernel does, compared
+    with the threshold as a float64). Returns the kept indices (int64), highest score first.
 
     The greedy pass runs ``block`` boxes at a time: one vectorised IoU matrix per block, a short
     sequential resolve inside it, then one vectorised suppression of the remaining boxes.
@@ -360,7 +366,7 @@ def rle_area(rle: dict[str, Any]) -> int:
     return int(sum(rle["counts"][1::2]))
 
 
-def _pycocotools_mask() -> Any:
+def require_pycocotools() -> Any:
     try:
         from pycocotools import mask as coco_mask
     except ImportError:
@@ -375,7 +381,7 @@ def rle_to_coco(rle: dict[str, Any]) -> dict[str, Any]:
     The result decodes with ``pycocotools.mask.decode`` and serialises to JSON.
     Needs pycocotools (``pip install 'samkit[coco]'``).
     """
-    coco_mask = _pycocotools_mask()
+    coco_mask = require_pycocotools()
     h, w = (int(v) for v in rle["size"])
     encoded = coco_mask.frPyObjects({"size": [h, w], "counts": list(rle["counts"])}, h, w)
     counts = encoded["counts"]
@@ -450,6 +456,8 @@ def connected_components(masks: torch.Tensor) -> torch.Tensor:
     ``H x W`` map) of its first pixel, so labels sort components by where they start.
     """
     h, w = masks.shape[-2:]
+    if masks.numel() == 0:
+        return torch.zeros(masks.shape, dtype=torch.int64, device=masks.device)
     m = masks.reshape(-1, h, w).bool()
     start, length, root = _run_components(m)
     first_pixel = start[root]
@@ -463,6 +471,8 @@ def connected_component_areas(masks: torch.Tensor) -> torch.Tensor:
     ``... x H x W`` bool -> int64, same shape.
     """
     h, w = masks.shape[-2:]
+    if masks.numel() == 0:
+        return torch.zeros(masks.shape, dtype=torch.int64, device=masks.device)
     m = masks.reshape(-1, h, w).bool()
     start, length, root = _run_components(m)
     size = torch.zeros_like(length).index_add_(0, root, length)
@@ -516,15 +526,17 @@ def fill_holes_and_sprinkles(logits: torch.Tensor, max_hole_area: float, max_spr
 
     Background components (``<= threshold``) of at most ``max_hole_area`` pixels become
     ``threshold + 10``; then foreground components (``> threshold``) of at most
-    ``max_sprinkle_area`` pixels become ``threshold - 10``. 8-connectivity; a zero area
-    switches that step off. ``... x H x W`` -> same shape (a new tensor).
+    ``max_sprinkle_area`` pixels become ``threshold - 10``. Both sets of components are those
+    of the input (as SAM 2 does), so a speck next to a filled hole is judged without it.
+    8-connectivity; a zero area switches that step off. ``... x H x W`` -> same shape (a new
+    tensor).
     """
     out = logits.clone()
     if max_hole_area > 0:
-        area = connected_component_areas(out <= threshold)
+        area = connected_component_areas(logits <= threshold)
         out = torch.where((area > 0) & (area <= max_hole_area), threshold + 10.0, out)
     if max_sprinkle_area > 0:
-        area = connected_component_areas(out > threshold)
+        area = connected_component_areas(logits > threshold)  # the input's specks, not the filled map's
         out = torch.where((area > 0) & (area <= max_sprinkle_area), threshold - 10.0, out)
     return out
 
@@ -563,28 +575,46 @@ def _fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class _Axis:
-    """Bilinear (``align_corners=False``) resampling of ``n_in`` samples to ``n_out`` along one axis."""
+    """Bilinear (``align_corners=False``) resampling of ``n_in`` samples to ``n_out`` along one axis.
+
+    Outputs come in ``S`` segments of consecutive outputs that read the same one or two inputs;
+    segment ``S`` (the last entry) is an empty placeholder. Inputs are grouped in tiles of
+    ``tile`` samples, and a segment belongs to the tile of its first input.
+    """
 
     src0: torch.Tensor  # n_out int64, first input sample of each output
     src1: torch.Tensor  # n_out int64, second input sample (== src0 at the far edge)
     w0: torch.Tensor  # n_out float32 weight of src0
     w1: torch.Tensor  # n_out float32 weight of src1
-    seg_start: torch.Tensor  # S int64: outputs come in S runs that read the same inputs ...
-    seg_len: torch.Tensor  # S int64
-    seg_lo: torch.Tensor  # S int64 ... inputs seg_lo..seg_hi (seg_hi - seg_lo <= 1)
-    seg_hi: torch.Tensor  # S int64
+    seg_start: torch.Tensor  # S+1 int64 first output of each segment
+    seg_len: torch.Tensor  # S+1 int64 outputs in it (0 for the placeholder)
+    seg_lo: torch.Tensor  # S+1 int64 the inputs it reads: seg_lo..seg_hi (seg_hi - seg_lo <= 1)
+    seg_hi: torch.Tensor  # S+1 int64
+    tile_segs: torch.Tensor  # T x M int64 segments of each tile, padded with the placeholder S
+    tile_start: torch.Tensor  # T int64 first output of each tile
+    tile_len: torch.Tensor  # T int64 outputs of each tile
 
     @classmethod
-    def build(cls, n_in: int, n_out: int, fused: bool, device: torch.device) -> "_Axis":
+    def build(cls, n_in: int, n_out: int, fused: bool, tile: int, device: torch.device) -> "_Axis":
         # which inputs each output really reads: resample one-hot signals with the kernel itself
         probe = torch.eye(n_in, device=device).view(n_in, 1, n_in, 1)
         weights = F.interpolate(probe, size=(n_out, 1), mode="bilinear", align_corners=False)[:, 0, :, 0]
         used = (weights != 0).to(torch.uint8)  # n_in x n_out
         lo = used.argmax(0)
         hi = n_in - 1 - used.flip(0).argmax(0)
-        key = lo * (n_in + 1) + hi
-        _, seg_len = torch.unique_consecutive(key, return_counts=True)
+        _, seg_len = torch.unique_consecutive(lo * (n_in + 1) + hi, return_counts=True)
         seg_start = torch.cumsum(seg_len, 0) - seg_len
+        seg_lo, seg_hi = lo[seg_start], hi[seg_start]
+        n_seg = seg_len.numel()
+        owner = torch.div(seg_lo, tile, rounding_mode="floor")
+        n_tiles = -(-n_in // tile)
+        per_tile = torch.bincount(owner, minlength=n_tiles)
+        first = torch.cumsum(per_tile, 0) - per_tile
+        tile_segs = torch.full((n_tiles, max(1, int(per_tile.max()))), n_seg, dtype=torch.int64, device=device)
+        tile_segs[owner, torch.arange(n_seg, device=device) - first[owner]] = torch.arange(n_seg, device=device)
+        tile_len = torch.zeros(n_tiles, dtype=torch.int64, device=device).index_add_(0, owner, seg_len)
+        tile_start = torch.where(per_tile > 0, seg_start[first.clamp(max=n_seg - 1)], 0)
+        zero = torch.zeros(1, dtype=torch.int64, device=device)
         # the kernel's own indices and weights (source position = scale * (i + 0.5) - 0.5)
         scale = torch.full((n_out,), float(np.float32(n_in) / np.float32(n_out)), device=device)
         centre = torch.arange(n_out, dtype=torch.float32, device=device) + 0.5
@@ -596,18 +626,22 @@ class _Axis:
         src0 = src.floor().long().clamp(max=n_in - 1)
         lam = (src - src0.float()).clamp(0, 1)
         src1 = torch.where(src0 < n_in - 1, src0 + 1, src0)
-        return cls(src0, src1, 1 - lam, lam, seg_start, seg_len, lo[seg_start], hi[seg_start])
+        return cls(src0, src1, 1 - lam, lam, torch.cat([seg_start, zero]), torch.cat([seg_len, zero]),
+                   torch.cat([seg_lo, zero]), torch.cat([seg_hi, zero]), tile_segs, tile_start, tile_len)
 
 
 @dataclass(frozen=True)
 class UpsamplePlan:
-    """How ``F.interpolate(x, out_hw, mode="bilinear", align_corners=False)`` maps an
-    ``h x w`` map to ``H x W`` on this machine, built with :meth:`build`.
+    """How ``F.interpolate(x, out_hw, mode="bilinear", align_corners=False)`` maps ``h x w``
+    maps to ``H x W`` on this machine, built with :meth:`build`.
 
-    ``arithmetic`` is ``"fused"`` or ``"plain"`` when the replica of the kernel's float32
-    arithmetic (with or without fused multiply-adds) was checked bit for bit against the
-    kernel, ``None`` when neither matched; exact per-pixel values are then unavailable and
-    callers fall back to full-size upsampling.
+    The kernel's float32 arithmetic is not the same everywhere: it may use fused
+    multiply-adds, and may sum the four weighted inputs in a different order depending on
+    the number of channels of the tensor and of threads. ``channels`` is the channel count
+    of the calls being reproduced (maps are upsampled in groups of that many);
+    ``arithmetic`` names the replica that matched the kernel bit for bit on this machine
+    (:data:`ARITHMETICS`), or is ``None`` when none did: exact per-pixel values are then
+    unavailable and callers fall back to full-size upsampling.
     """
 
     in_hw: tuple[int, int]
@@ -615,24 +649,31 @@ class UpsamplePlan:
     rows: _Axis
     cols: _Axis
     arithmetic: str | None
+    channels: int = 1
+    tile: int = 8  # input samples per tile side in LazyUpsample's coarse pass
 
     @classmethod
-    def build(cls, in_hw: tuple[int, int], out_hw: tuple[int, int],
-              device: torch.device | str = "cpu") -> "UpsamplePlan":
-        """Build the plan and check the replica on random maps (once per size; ~0.1 s)."""
+    def build(cls, in_hw: tuple[int, int], out_hw: tuple[int, int], device: torch.device | str = "cpu",
+              channels: int = 1, tile: int = 8) -> "UpsamplePlan":
+        """Build the plan and check the replicas against the kernel, called on
+        ``B x channels x h x w`` tensors with the current number of threads (once per size)."""
         device = torch.device(device)
         in_hw = (int(in_hw[0]), int(in_hw[1]))
         out_hw = (int(out_hw[0]), int(out_hw[1]))
         gen = torch.Generator().manual_seed(0)
-        test = (torch.randn(2, *in_hw, generator=gen) * 8).to(device)
-        test[1, ::3] = torch.randint(-2, 3, (in_hw[1],), generator=gen).float().to(device)
-        reference = F.interpolate(test[:, None], size=out_hw, mode="bilinear", align_corners=False)[:, 0]
+        test = (torch.randn(2 * channels, *in_hw, generator=gen) * 8).to(device)
+        test[-1, ::3] = torch.randint(-2, 3, (in_hw[1],), generator=gen).float().to(device)
+        reference = upsample_logits(test, out_hw, channels)
         index, ys, xs = _check_pixels(out_hw, gen, device)
+        index = index * (2 * channels - 1)  # the first and the last map
         expected = reference[index, ys, xs]
-        plan = None
-        for arithmetic in ("fused", "plain"):
-            plan = cls(in_hw, out_hw, _Axis.build(in_hw[0], out_hw[0], arithmetic == "fused", device),
-                       _Axis.build(in_hw[1], out_hw[1], arithmetic == "fused", device), arithmetic)
+        plan, axes = None, {}
+        for arithmetic in ARITHMETICS:
+            fused = arithmetic.startswith("fused")
+            if fused not in axes:
+                axes[fused] = (_Axis.build(in_hw[0], out_hw[0], fused, tile, device),
+                               _Axis.build(in_hw[1], out_hw[1], fused, tile, device))
+            plan = cls(in_hw, out_hw, *axes[fused], arithmetic, channels, tile)
             if torch.equal(plan.values_at(test, index, ys, xs), expected):
                 return plan
         return replace(plan, arithmetic=None)
@@ -656,10 +697,12 @@ class UpsamplePlan:
         wy0, wy1 = self.rows.w0[ys], self.rows.w1[ys]
         a, b = flat[top + left], flat[top + right]
         c, d = flat[bottom + left], flat[bottom + right]
-        if arithmetic == "fused":
-            upper = _fma32(a, wx0, b * wx1)
-            lower = _fma32(c, wx0, d * wx1)
-            return _fma32(upper, wy0, lower * wy1)
+        if arithmetic == "fused":  # rows first, then columns, one product of each pair fused
+            return _fma32(_fma32(a, wx0, b * wx1), wy0, _fma32(c, wx0, d * wx1) * wy1)
+        if arithmetic == "fused4":  # four weights (row weight x column weight) accumulated in turn
+            return _fma32(d, wy1 * wx1, _fma32(c, wy1 * wx0, _fma32(a, wy0 * wx0, b * (wy0 * wx1))))
+        if arithmetic == "plain4":
+            return ((b * (wy0 * wx1) + a * (wy0 * wx0)) + c * (wy1 * wx0)) + d * (wy1 * wx1)
         return (a * wx0 + b * wx1) * wy0 + (c * wx0 + d * wx1) * wy1
 
 
@@ -679,86 +722,187 @@ def _check_pixels(out_hw: tuple[int, int], gen: torch.Generator,
     return index.to(device), ys.to(device), xs.to(device)
 
 
-def upsample_logits(logits: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
-    """``N x h x w`` -> ``N x H x W`` bilinear (``align_corners=False``), as the predictors do."""
-    return F.interpolate(logits[:, None], size=tuple(out_hw), mode="bilinear", align_corners=False)[:, 0]
+# replicas of the kernel's arithmetic tried by UpsamplePlan.build, in order
+ARITHMETICS = ("fused", "fused4", "plain", "plain4")
+
+
+def upsample_logits(logits: torch.Tensor, out_hw: tuple[int, int], channels: int = 1) -> torch.Tensor:
+    """``N x h x w`` -> ``N x H x W`` bilinear (``align_corners=False``), as the predictors do.
+
+    The maps go through ``F.interpolate`` in groups of ``channels`` (a ``B x channels x h x w``
+    tensor, zero-padded), because the kernel's rounding can depend on the channel count: to
+    reproduce a predictor's ``B x 3 x h x w`` call bit for bit, pass ``channels=3``.
+    """
+    n = logits.shape[0]
+    groups = -(-n // channels)
+    if groups * channels != n:
+        logits = torch.cat([logits, logits.new_zeros(groups * channels - n, *logits.shape[1:])])
+    out = F.interpolate(logits.reshape(groups, channels, *logits.shape[1:]), size=tuple(out_hw),
+                        mode="bilinear", align_corners=False)
+    return out.flatten(0, 1)[:n]
 
 
 class LazyUpsample:
     """Exact threshold statistics of ``upsample_logits(logits, plan.out_hw)`` computed from the
     low-resolution logits, touching full-size pixels only where a threshold crosses them.
 
-    ``logits``: ``N x h x w`` float32 (finite). Every result equals what thresholding the full
-    upsampled maps gives; where the plan has no verified arithmetic the full maps are made
-    (in chunks) instead.
+    ``logits``: ``N x h x w`` float32 (finite). Decisions go coarse to fine: tiles of
+    ``plan.tile`` x ``plan.tile`` inputs, then the 2 x 2 input blocks inside undecided tiles,
+    then the pixels of undecided blocks. Every result equals what thresholding the full
+    upsampled maps gives; where the plan has no verified arithmetic the full maps are made (in
+    chunks) instead.
     """
 
     def __init__(self, logits: torch.Tensor, plan: UpsamplePlan) -> None:
         self.logits = logits
         self.plan = plan
-        rows, cols = plan.rows, plan.cols
-        by_rows_max = torch.maximum(logits[:, rows.seg_lo], logits[:, rows.seg_hi])  # N x R x w
-        by_rows_min = torch.minimum(logits[:, rows.seg_lo], logits[:, rows.seg_hi])
-        self.block_max = torch.maximum(by_rows_max[:, :, cols.seg_lo], by_rows_max[:, :, cols.seg_hi])  # N x R x C
-        self.block_min = torch.minimum(by_rows_min[:, :, cols.seg_lo], by_rows_min[:, :, cols.seg_hi])
-        self.block_area = rows.seg_len[:, None] * cols.seg_len[None, :]  # R x C
+        t = plan.tile
+        n_rows, n_cols = plan.rows.tile_len.numel(), plan.cols.tile_len.numel()
+        h, w = logits.shape[-2:]
+        self.padded = F.pad(logits[:, None], (0, n_cols * t + 1 - w, 0, n_rows * t + 1 - h), mode="replicate")[:, 0]
+        patches = self._patches()
+        self.tile_max = patches.amax((-2, -1))  # N x TR x TC
+        self.tile_min = patches.amin((-2, -1))
         # bound on float32 rounding in the kernel (a few ulps of the largest magnitude), generously
         self.slack = (logits.abs().flatten(1).amax(1) + 1) * 1e-5  # N
+
+    def _patches(self) -> torch.Tensor:
+        """``N x TR x TC x (t+1) x (t+1)`` view: the inputs each tile's outputs can read."""
+        t = self.plan.tile
+        return self.padded.unfold(1, t + 1, t).unfold(2, t + 1, t)
 
     def __len__(self) -> int:
         return int(self.logits.shape[0])
 
-    def _sure(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(all_above, maybe_above)`` per block, ``N x R x C`` bool, for ``value > threshold``."""
-        slack = (self.slack + abs(threshold) * 1e-6)[:, None, None]
-        return self.block_min > threshold + slack, self.block_max > threshold - slack
+    def select(self, keep: torch.Tensor) -> "LazyUpsample":
+        """The maps picked by a boolean mask or an index tensor."""
+        out = object.__new__(LazyUpsample)
+        out.plan = self.plan
+        for name in ("logits", "padded", "tile_max", "tile_min", "slack"):
+            setattr(out, name, getattr(self, name)[keep])
+        return out
 
-    def count_bounds(self, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tile_area(self) -> torch.Tensor:
+        return self.plan.rows.tile_len[:, None] * self.plan.cols.tile_len[None, :]
+
+    def _decide(self, low: torch.Tensor, high: torch.Tensor, slack: torch.Tensor,
+                level: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(all_above, maybe_above)`` for ``value > level`` of regions whose values lie in
+        ``[low, high]`` up to rounding; ``slack`` broadcasts against them."""
+        slack = slack + abs(level) * 1e-6
+        return low > level + slack, high > level - slack
+
+    def _blocks(self, index: torch.Tensor, tile_r: torch.Tensor,
+                tile_c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The 2 x 2-input blocks of ``K`` tiles: ``(min, max, area K x Mr x Mc, segments
+        rows K x Mr, segments cols K x Mc)``; padding blocks have area 0."""
+        rows, cols, t = self.plan.rows, self.plan.cols, self.plan.tile
+        patch = self._patches()[index, tile_r, tile_c]  # K x (t+1) x (t+1)
+        seg_r, seg_c = rows.tile_segs[tile_r], cols.tile_segs[tile_c]
+        r0 = (rows.seg_lo[seg_r] - tile_r[:, None] * t).clamp(0, t)[:, :, None].expand(-1, -1, t + 1)
+        r1 = (rows.seg_hi[seg_r] - tile_r[:, None] * t).clamp(0, t)[:, :, None].expand(-1, -1, t + 1)
+        top, bottom = patch.gather(1, r0), patch.gather(1, r1)  # K x Mr x (t+1)
+        m = seg_r.shape[1]
+        c0 = (cols.seg_lo[seg_c] - tile_c[:, None] * t).clamp(0, t)[:, None, :].expand(-1, m, -1)
+        c1 = (cols.seg_hi[seg_c] - tile_c[:, None] * t).clamp(0, t)[:, None, :].expand(-1, m, -1)
+        hi_rows, lo_rows = torch.maximum(top, bottom), torch.minimum(top, bottom)
+        block_max = torch.maximum(hi_rows.gather(2, c0), hi_rows.gather(2, c1))
+        block_min = torch.minimum(lo_rows.gather(2, c0), lo_rows.gather(2, c1))
+        area = rows.seg_len[seg_r][:, :, None] * cols.seg_len[seg_c][:, None, :]
+        return block_min, block_max, area, seg_r, seg_c
+
+    def count_bounds(self, level: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower and upper bounds (``N`` int64 each) on the number of upsampled pixels
-        ``> threshold``, from the low-resolution logits alone."""
-        sure, maybe = self._sure(threshold)
-        return (sure * self.block_area).sum((1, 2)), (maybe * self.block_area).sum((1, 2))
+        ``> level``, from the low-resolution logits alone."""
+        sure, maybe = self._decide(self.tile_min, self.tile_max, self.slack[:, None, None], level)
+        lower = (sure * self._tile_area()).sum((1, 2))
+        upper = lower.clone()
+        index, tile_r, tile_c = (maybe & ~sure).nonzero(as_tuple=True)
+        block_min, block_max, area, _, _ = self._blocks(index, tile_r, tile_c)
+        sure_b, maybe_b = self._decide(block_min, block_max, self.slack[index][:, None, None], level)
+        lower.index_add_(0, index, (sure_b * area).sum((1, 2)))
+        upper.index_add_(0, index, (maybe_b * area).sum((1, 2)))
+        return lower, upper
 
-    def counts_and_boxes(self, thresholds: Sequence[float], box_threshold: float,
-                         chunk_pixels: int = 1 << 21) -> tuple[torch.Tensor, torch.Tensor]:
+    def counts_and_boxes(self, thresholds: Sequence[float], box_threshold: float, chunk_pixels: int = 1 << 21,
+                         dense_fraction: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact ``(counts N x T int64, boxes N x 4 int64)``: pixels ``> thresholds[t]`` in each
-        upsampled map, and the XYXY box of its pixels ``> box_threshold`` (zeros if none)."""
+        upsampled map, and the XYXY box of its pixels ``> box_threshold`` (zeros if none).
+
+        Maps whose undecided pixels exceed ``dense_fraction`` of the full size (noise-like
+        logits with boundaries everywhere) are upsampled in full instead, which is then cheaper.
+        """
         if self.plan.arithmetic is None:
-            return _dense_counts_and_boxes(self.logits, self.plan.out_hw, thresholds, box_threshold)
-        levels = list(thresholds) + [box_threshold]
-        decided = [self._sure(t) for t in levels]
-        open_blocks = torch.zeros_like(self.block_max, dtype=torch.bool)
-        for sure, maybe in decided:
-            open_blocks |= maybe & ~sure
-        settled = ~open_blocks
-        counts = torch.stack([((sure & settled) * self.block_area).sum((1, 2)) for sure, _ in decided[:-1]], 1)
-        box_lo, box_hi = _block_extents(decided[-1][0] & settled, self.plan)
-        index, seg_r, seg_c = open_blocks.nonzero(as_tuple=True)
+            return _dense_counts_and_boxes(self.logits, self.plan.out_hw, thresholds, box_threshold,
+                                           self.plan.channels)
         rows, cols = self.plan.rows, self.plan.cols
+        levels = list(thresholds) + [box_threshold]
+        n = len(self)
+        extent_lo = torch.tensor(self.plan.out_hw, device=self.logits.device).repeat(n, 1)  # N x 2 (y, x)
+        extent_hi = torch.full_like(extent_lo, -1)
+        # 1. tiles
+        slack = self.slack[:, None, None]
+        tiles = [self._decide(self.tile_min, self.tile_max, slack, t) for t in levels]
+        open_tiles = torch.zeros_like(tiles[0][0])
+        for sure, maybe in tiles:
+            open_tiles |= maybe & ~sure
+        area = self._tile_area()
+        full_size = self.plan.out_hw[0] * self.plan.out_hw[1]
+        dense = (open_tiles * area).sum((1, 2)) > 3 * dense_fraction * full_size  # hopeless already
+        open_tiles &= ~dense[:, None, None]
+        counts = torch.stack([((sure & ~open_tiles) * area).sum((1, 2)) for sure, _ in tiles[:-1]], 1)
+        idx, tr, tc = (tiles[-1][0] & ~open_tiles & (area > 0)).nonzero(as_tuple=True)
+        _merge_extents(extent_lo, extent_hi, idx, rows.tile_start[tr], rows.tile_len[tr],
+                       cols.tile_start[tc], cols.tile_len[tc])
+        # 2. blocks of the undecided tiles
+        index, tile_r, tile_c = open_tiles.nonzero(as_tuple=True)
+        block_min, block_max, area, seg_r, seg_c = self._blocks(index, tile_r, tile_c)
+        slack = self.slack[index][:, None, None]
+        blocks = [self._decide(block_min, block_max, slack, t) for t in levels]
+        open_blocks = torch.zeros_like(blocks[0][0])
+        for sure, maybe in blocks:
+            open_blocks |= maybe & ~sure
+        open_blocks &= area > 0
+        undecided = torch.zeros(n, dtype=torch.int64, device=index.device)
+        undecided.index_add_(0, index, (open_blocks * area).sum((1, 2)))
+        dense |= undecided > dense_fraction * full_size
+        open_blocks &= ~dense[index][:, None, None]
+        for k, (sure, _) in enumerate(blocks[:-1]):
+            counts[:, k].index_add_(0, index, ((sure & ~open_blocks) * area).sum((1, 2)))
+        k, i, j = (blocks[-1][0] & ~open_blocks & (area > 0)).nonzero(as_tuple=True)
+        r, c = seg_r[k, i], seg_c[k, j]
+        _merge_extents(extent_lo, extent_hi, index[k], rows.seg_start[r], rows.seg_len[r],
+                       cols.seg_start[c], cols.seg_len[c])
+        # 3. pixels of the undecided blocks
+        k, i, j = open_blocks.nonzero(as_tuple=True)
+        index, seg_r, seg_c = index[k], seg_r[k, i], seg_c[k, j]
         dy = torch.arange(int(rows.seg_len.max()), device=index.device)
         dx = torch.arange(int(cols.seg_len.max()), device=index.device)
         per_chunk = max(1, chunk_pixels // (dy.numel() * dx.numel()))
         for part in range(0, index.numel(), per_chunk):
-            i, r, c = (t[part:part + per_chunk] for t in (index, seg_r, seg_c))
-            ys = rows.seg_start[r][:, None] + dy  # K x bh (rows past the block are masked below)
-            xs = cols.seg_start[c][:, None] + dx  # K x bw
+            i, r, c = (v[part:part + per_chunk] for v in (index, seg_r, seg_c))
+            ys = (rows.seg_start[r][:, None] + dy).clamp(max=self.plan.out_hw[0] - 1)  # K x bh
+            xs = (cols.seg_start[c][:, None] + dx).clamp(max=self.plan.out_hw[1] - 1)  # K x bw
             inside = (dy < rows.seg_len[r][:, None])[:, :, None] & (dx < cols.seg_len[c][:, None])[:, None, :]
-            ys = ys.clamp(max=self.plan.out_hw[0] - 1)
-            xs = xs.clamp(max=self.plan.out_hw[1] - 1)
-            values = self._block_values(i, r, c, ys, xs, levels)  # K x bh x bw
-            values = values.masked_fill(~inside, -math.inf)
-            for k, t in enumerate(thresholds):
-                counts[:, k].index_add_(0, i, (values > t).sum((1, 2)))
+            values = self._block_values(i, r, c, ys, xs, levels).masked_fill_(~inside, -math.inf)
+            for q, t in enumerate(thresholds):
+                counts[:, q].index_add_(0, i, (values > t).sum((1, 2)))
             hit = values > box_threshold
             rows_hit, cols_hit = hit.any(2), hit.any(1)  # K x bh, K x bw
             some = rows_hit.any(1)
-            first_y = ys.gather(1, _first_true(rows_hit)[:, None])[:, 0]
-            last_y = ys.gather(1, (dy.numel() - 1 - _first_true(rows_hit.flip(1)))[:, None])[:, 0]
-            first_x = xs.gather(1, _first_true(cols_hit)[:, None])[:, 0]
-            last_x = xs.gather(1, (dx.numel() - 1 - _first_true(cols_hit.flip(1)))[:, None])[:, 0]
-            _merge_extents(box_lo, box_hi, i[some], torch.stack([first_y, first_x], 1)[some],
-                           torch.stack([last_y, last_x], 1)[some])
-        return counts, _extents_to_boxes(box_lo, box_hi)
+            top = _first_true(rows_hit)
+            bottom = dy.numel() - 1 - _first_true(rows_hit.flip(1))
+            left = _first_true(cols_hit)
+            right = dx.numel() - 1 - _first_true(cols_hit.flip(1))
+            start_y, start_x = rows.seg_start[r], cols.seg_start[c]
+            _merge_extents(extent_lo, extent_hi, i[some], (start_y + top)[some], (bottom - top + 1)[some],
+                           (start_x + left)[some], (right - left + 1)[some])
+        boxes = torch.stack([extent_lo[:, 1], extent_lo[:, 0], extent_hi[:, 1], extent_hi[:, 0]], 1)
+        boxes = boxes * (extent_hi[:, :1] >= 0)
+        if bool(dense.any()):
+            counts[dense], boxes[dense] = _dense_counts_and_boxes(self.logits[dense], self.plan.out_hw, thresholds,
+                                                                  box_threshold, self.plan.channels)
+        return counts, boxes
 
     def _block_values(self, index: torch.Tensor, seg_r: torch.Tensor, seg_c: torch.Tensor, ys: torch.Tensor,
                       xs: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
@@ -786,45 +930,23 @@ class LazyUpsample:
         return values
 
 
-def _block_extents(blocks: torch.Tensor, plan: UpsamplePlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel extents of the chosen blocks per map: ``(lo N x 2, hi N x 2)`` as (y, x) minima and
-    maxima, with ``lo = (H, W)`` and ``hi = (-1, -1)`` where none is chosen."""
-    rows, cols = plan.rows, plan.cols
-    h, w = plan.out_hw
-    any_row = blocks.any(2)  # N x R
-    any_col = blocks.any(1)  # N x C
-    big = torch.tensor([h, w], device=blocks.device)
-    first_r, last_r = _first_true(any_row), any_row.shape[1] - 1 - _first_true(any_row.flip(1))
-    first_c, last_c = _first_true(any_col), any_col.shape[1] - 1 - _first_true(any_col.flip(1))
-    lo = torch.stack([rows.seg_start[first_r], cols.seg_start[first_c]], 1)
-    hi = torch.stack([rows.seg_start[last_r] + rows.seg_len[last_r] - 1,
-                      cols.seg_start[last_c] + cols.seg_len[last_c] - 1], 1)
-    some = any_row.any(1)[:, None]
-    return torch.where(some, lo, big), torch.where(some, hi, -1)
-
-
-def _merge_extents(lo: torch.Tensor, hi: torch.Tensor, index: torch.Tensor, lo_yx: torch.Tensor,
-                   hi_yx: torch.Tensor) -> None:
-    """Widen the extents ``lo``/``hi`` (``N x 2`` (y, x)) in place to cover the ``M x 2`` corners
-    ``lo_yx``/``hi_yx`` of maps ``index``."""
+def _merge_extents(lo: torch.Tensor, hi: torch.Tensor, index: torch.Tensor, y0: torch.Tensor, height: torch.Tensor,
+                   x0: torch.Tensor, width: torch.Tensor) -> None:
+    """Widen the pixel extents ``lo``/``hi`` (``N x 2`` (y, x) minima / maxima) in place to cover
+    rectangles ``[y0, y0 + height) x [x0, x0 + width)`` of maps ``index`` (all ``M``)."""
     where = index[:, None].expand(-1, 2)
-    lo.scatter_reduce_(0, where, lo_yx, reduce="amin")
-    hi.scatter_reduce_(0, where, hi_yx, reduce="amax")
-
-
-def _extents_to_boxes(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """``N x 2`` (y, x) extents -> ``N x 4`` XYXY boxes, zeros for empty extents."""
-    boxes = torch.stack([lo[:, 1], lo[:, 0], hi[:, 1], hi[:, 0]], 1)
-    return boxes * (hi[:, :1] >= 0)
+    lo.scatter_reduce_(0, where, torch.stack([y0, x0], 1), reduce="amin")
+    hi.scatter_reduce_(0, where, torch.stack([y0 + height - 1, x0 + width - 1], 1), reduce="amax")
 
 
 def _dense_counts_and_boxes(logits: torch.Tensor, out_hw: tuple[int, int], thresholds: Sequence[float],
-                            box_threshold: float, chunk_pixels: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
+                            box_threshold: float, channels: int = 1,
+                            chunk_pixels: int = 1 << 25) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`LazyUpsample.counts_and_boxes` by making the full-size maps, a chunk at a time."""
     per_chunk = max(1, chunk_pixels // max(1, out_hw[0] * out_hw[1]))
     counts, boxes = [], []
     for part in logits.split(per_chunk):
-        full = upsample_logits(part, out_hw)
+        full = upsample_logits(part, out_hw, channels)
         counts.append(torch.stack([count_above(full, t) for t in thresholds], 1))
         boxes.append(masks_to_boxes(full > box_threshold))
     if not counts:
@@ -833,9 +955,10 @@ def _dense_counts_and_boxes(logits: torch.Tensor, out_hw: tuple[int, int], thres
     return torch.cat(counts), torch.cat(boxes)
 
 
-def upsample_masks(logits: torch.Tensor, out_hw: tuple[int, int], threshold: float) -> torch.Tensor:
+def upsample_masks(logits: torch.Tensor, out_hw: tuple[int, int], threshold: float,
+                   channels: int = 1) -> torch.Tensor:
     """``N x h x w`` logits -> ``N x H x W`` bool masks ``upsample_logits(...) > threshold``."""
-    return upsample_logits(logits, out_hw) > threshold
+    return upsample_logits(logits, out_hw, channels) > threshold
 
 
 # ---------------------------------------------------------------------------------------------

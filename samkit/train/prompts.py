@@ -248,11 +248,26 @@ def euclidean_distance_transform(mask: np.ndarray) -> np.ndarray:
 
 
 def _depth(masks: np.ndarray, padding: bool) -> np.ndarray:
-    """Distance to the region boundary; with ``padding`` the image border counts as one."""
-    if padding:
-        padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
-        return euclidean_distance_transform(padded)[:, 1:-1, 1:-1]
-    return euclidean_distance_transform(masks)
+    """Distance to the region boundary; with ``padding`` the image border counts as one.
+
+    With ``padding`` each mask is transformed inside its bounding box grown by one pixel
+    (zeros beyond the image): the nearest zero pixel of any foreground pixel always lies in
+    that box, so the result is the same as on the whole padded image, at the cost of the
+    region's size rather than the image's.
+    """
+    if not padding:
+        return euclidean_distance_transform(masks)
+    fg = np.asarray(masks) != 0
+    out = np.zeros(fg.shape, dtype=np.float64)
+    for i in range(fg.shape[0]):
+        rows = np.flatnonzero(fg[i].any(axis=1))
+        if rows.size == 0:
+            continue
+        cols = np.flatnonzero(fg[i].any(axis=0))
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        crop = np.pad(fg[i, y0:y1, x0:x1], 1)
+        out[i, y0:y1, x0:x1] = euclidean_distance_transform(crop)[1:-1, 1:-1]
+    return out
 
 
 # --------------------------------------------------------------------------- first prompt
