@@ -1,10 +1,11 @@
 """samkit: Segment Anything 2 end to end in plain PyTorch."""
 
 from samkit import errors
+from samkit.automask.generator import AutoMaskGenerator
 from samkit.builder import build_model
 from samkit.checkpoint import save_checkpoint
 from samkit.configs import ModelConfig, list_models
 from samkit.image_predictor import ImagePredictor
 
-__all__ = ["build_model", "list_models", "save_checkpoint", "ModelConfig", "ImagePredictor", "errors"]
+__all__ = ["build_model", "list_models", "save_checkpoint", "ModelConfig", "ImagePredictor", "AutoMaskGenerator", "errors"]
 __version__ = "0.1.0"
