@@ -148,3 +148,24 @@ def test_killed_run_leaves_no_partial_json_and_resumes(tmp_path):
     s = annotate_folder(gen, tmp_path / "in", out, progress=False)
     assert gen.calls == 8 - len(done) and s.skipped_existing == len(done)
     assert len(list(out.rglob("img*.json"))) == 8
+
+
+def test_auto_and_annotate_commands_with_a_real_model(tmp_path):
+    import torch
+
+    import samkit
+    from samkit.cli import main
+    from tests.test_cli import SMALL
+
+    torch.manual_seed(0)
+    ckpt = samkit.save_checkpoint(samkit.build_model(SMALL), tmp_path / "small.pt")
+    make_images(tmp_path / "in", 2)
+    img = tmp_path / "in" / "a" / "img1.png"
+    loose = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+    assert main(["auto", str(img), "--checkpoint", str(ckpt), "--out", str(tmp_path / "one")] + loose) == 0
+    rec = json.loads((tmp_path / "one" / "img1.json").read_text())
+    assert rec["image"]["width"] == 100 and isinstance(rec["annotations"], list)
+    assert (tmp_path / "one" / "img1.overlay.png").exists()
+    assert main(["annotate", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "all"),
+                 "--overlays"] + loose) == 0
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["images_done"] == 2
