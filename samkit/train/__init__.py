@@ -1,4 +1,4 @@
-"""Training: datasets, synthetic data, simulated clicks and the SAM losses."""
+"""Training: datasets, synthetic data, simulated clicks, the SAM losses, LoRA and the interactive trainer."""
 
 from samkit.train.datasets import (
     CocoDataset,
@@ -7,6 +7,7 @@ from samkit.train.datasets import (
     Sample,
     decode_coco_segmentation,
 )
+from samkit.train.lora import LoRAConfig, apply_lora, merge_lora, merged_copy
 from samkit.train.losses import LossTerms, LossWeights, sam_loss
 from samkit.train.prompts import (
     ClickConfig,
@@ -24,6 +25,7 @@ from samkit.train.synthetic import (
     make_scene,
     write_synthetic_labpics,
 )
+from samkit.train.trainer import TRAIN_PARTS, Trainer, TrainConfig
 
 __all__ = [
     "Sample",
@@ -46,4 +48,11 @@ __all__ = [
     "LossWeights",
     "LossTerms",
     "sam_loss",
+    "LoRAConfig",
+    "apply_lora",
+    "merge_lora",
+    "merged_copy",
+    "TRAIN_PARTS",
+    "TrainConfig",
+    "Trainer",
 ]

@@ -97,8 +97,9 @@ class LoRALinear(nn.Module):
 
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` computing the same function (without dropout)."""
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=self.weight.device, dtype=self.weight.dtype)
+        # skip_init: no random initialisation, so merging never draws from the global RNG
+        lin = torch.nn.utils.skip_init(nn.Linear, self.in_features, self.out_features, bias=self.bias is not None,
+                                       device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             lin.weight.copy_(self.weight + self.delta_weight().to(self.weight.dtype))
             if self.bias is not None:

@@ -1,0 +1,249 @@
+"""Command-line entry points for training data and fine-tuning.
+
+    samkit train --data DIR --format labpics|coco|folder|synthetic --out RUN_DIR [options]
+    samkit make-synthetic-labpics OUT --train N --test M
+
+``samkit train`` runs on one process, or data-parallel under
+``torchrun --nproc_per_node N -m samkit.cli train ...`` (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from samkit.errors import ConfigError
+
+__all__ = ["register_cli", "open_dataset", "add_data_args", "DATA_FORMATS"]
+
+DATA_FORMATS: tuple[str, ...] = ("labpics", "coco", "folder", "synthetic")
+
+
+def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False) -> None:
+    """``--data/--format/--split/--layout/--images`` and the synthetic-data options."""
+    p.add_argument("--data", required=data_required,
+                   help="dataset: the LabPicsV1 folder (labpics), the annotation JSON (coco), the folder with "
+                        "images/ and masks/ (folder); not needed for synthetic")
+    p.add_argument("--format", required=True, choices=DATA_FORMATS, help="dataset layout")
+    p.add_argument("--split", default=None, help="LabPics split (Train/Test); default Train for training, Test "
+                                                 "for evaluation")
+    p.add_argument("--layout", default="Simple", help="LabPics layout: Simple or Complex")
+    p.add_argument("--images", help="coco: the folder of the images (default: the JSON's folder)")
+    p.add_argument("--synthetic-count", type=int, default=200, help="synthetic: number of random scenes")
+    p.add_argument("--synthetic-size", type=int, default=256, help="synthetic: side of the scenes in pixels")
+
+
+def open_dataset(fmt: str, data: Optional[str], split: str = "Train", *, layout: str = "Simple",
+                 images: Optional[str] = None, synthetic_count: int = 200, synthetic_size: int = 256,
+                 seed: int = 0) -> Sequence[Any]:
+    """A samkit dataset (``Sequence[Sample]``) from command-line style arguments.
+
+    ``fmt``: ``labpics`` (``LabPicsDataset(data, split, layout)``), ``coco``
+    (``CocoDataset(data, images or data's folder)``), ``folder`` (``MaskFolderDataset(data)``)
+    or ``synthetic`` (``SyntheticSceneDataset``; the ``Test`` split uses another seed than
+    ``Train``).
+    """
+    from samkit.train.datasets import CocoDataset, LabPicsDataset, MaskFolderDataset
+    from samkit.train.synthetic import SyntheticSceneDataset
+
+    if fmt == "synthetic":
+        offset = 0 if split.lower() == "train" else 1_000_003
+        return SyntheticSceneDataset(synthetic_count, size=(synthetic_size, synthetic_size), seed=seed + offset)
+    if not data:
+        raise ConfigError(f"--data is needed for the {fmt!r} format")
+    if fmt == "labpics":
+        return LabPicsDataset(data, split, layout)
+    if fmt == "coco":
+        return CocoDataset(data, images if images else Path(data).parent)
+    if fmt == "folder":
+        return MaskFolderDataset(data)
+    raise ConfigError(f"unknown dataset format {fmt!r}; choose from {', '.join(DATA_FORMATS)}")
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    from samkit.train.trainer import TRAIN_PARTS
+
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in TRAIN_PARTS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {bad}; choose from {','.join(TRAIN_PARTS)}")
+    return parts
+
+
+def _loss_weights(text: str) -> tuple[float, float, float, float]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 4 or min(vals) < 0:
+        raise argparse.ArgumentTypeError(f"--loss-weights takes FOCAL,DICE,IOU,OBJECT (4 numbers >= 0), got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def _build_start_model(args: argparse.Namespace, device: str, verbose: bool = True):
+    """The model training starts from: --config JSON and/or --checkpoint, or --model."""
+    import torch
+
+    from samkit.builder import DEFAULT_MODEL, build_model
+    from samkit.checkpoint import config_from_dict
+
+    torch.manual_seed(args.seed)  # random initialisation is part of the run's seed
+    say = print if verbose else (lambda *a, **k: None)
+    if args.config:
+        try:
+            cfg = config_from_dict(json.loads(Path(args.config).read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"cannot read the model config {args.config!r}: {exc}") from None
+        model = build_model(cfg, args.checkpoint, device=device, eval_mode=False)
+        what = f"from {args.checkpoint}" if args.checkpoint else "with random weights"
+        say(f"model: {cfg.name} ({args.config}) {what}")
+    elif args.checkpoint:
+        model = build_model(checkpoint=args.checkpoint, device=device, eval_mode=False)
+        say(f"model: {model.cfg.name} from {args.checkpoint}")
+    else:
+        model = build_model(args.model or DEFAULT_MODEL, device=device, eval_mode=False)
+        say(f"model: {model.cfg.name} with random weights (pass --checkpoint FILE to fine-tune trained weights)")
+    return model
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from samkit.train.lora import LoRAConfig
+    from samkit.train.losses import LossWeights
+    from samkit.train.prompts import ClickConfig
+    from samkit.train.trainer import TrainConfig, Trainer, init_distributed
+
+    device = args.device
+    if device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    rank, world = init_distributed(device)
+    try:
+        split = args.split or "Train"
+        train_data = open_dataset(args.format, args.data, split, layout=args.layout, images=args.images,
+                                  synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size,
+                                  seed=args.seed)
+        val_data = None
+        if args.val_data or args.val_split:
+            val_data = open_dataset(args.format, args.val_data or args.data, args.val_split or "Test",
+                                    layout=args.layout, images=args.images,
+                                    synthetic_count=max(1, args.val_samples or 20),
+                                    synthetic_size=args.synthetic_size, seed=args.seed)
+        lora = LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha or 2.0 * args.lora_rank) \
+            if args.lora_rank else None
+        parts = args.train_parts if args.train_parts is not None else (() if lora else ("mask_decoder", "prompt_encoder"))
+        cfg = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, accum_steps=args.accum, max_objects=args.max_objects,
+            train_parts=parts, lora=lora, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
+            grad_clip=args.grad_clip,
+            clicks=ClickConfig(num_correction_rounds=args.correction_rounds,
+                               num_rounds_without_click=args.rounds_without_click),
+            loss_weights=LossWeights(*args.loss_weights), loss_resolution=args.loss_resolution,
+            precision=args.precision, seed=args.seed, log_every=args.log_every, val_every=args.val_every,
+            val_samples=args.val_samples, val_max_clicks=args.val_clicks, ckpt_every=args.ckpt_every,
+            keep_checkpoints=args.keep_checkpoints,
+            tensorboard=None if args.tensorboard == "auto" else args.tensorboard == "on",
+        )
+        model = _build_start_model(args, device, verbose=rank == 0)
+        if rank == 0:
+            print(f"data: {len(train_data)} training images" +
+                  (f", {len(val_data)} validation images" if val_data is not None else "") +
+                  (f"; {world} processes" if world > 1 else ""))
+        trainer = Trainer(model, train_data, cfg, out_dir=args.out, val_data=val_data, resume=args.resume,
+                          progress=not args.no_progress)
+        if rank == 0:
+            n_train = sum(p.numel() for _, p in trainer.trainable)
+            print(f"training {n_train:,} parameters ({', '.join(cfg.train_parts) or 'none'}"
+                  f"{'; LoRA rank %d on %d layers' % (lora.rank, len(trainer.lora_layers)) if lora else ''})")
+        result = trainer.train()
+        if rank == 0:
+            if result.get("loss") is not None:
+                print(f"step {result['step']}: loss {result['loss']:.4f}, IoU after the last round "
+                      f"{result['iou_last']:.3f}")
+            val = result.get("validation") or {}
+            if val:
+                print("validation: " + ", ".join(f"{k} {val[k]:.3f}" for k in ("mIoU@1", "mIoU@5", "NoC@85", "NoC@90")
+                                                 if k in val))
+            print(f"wrote {result['checkpoint']} (and {Path(args.out) / 'metrics.csv'})")
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    return 0
+
+
+def cmd_make_synthetic_labpics(args: argparse.Namespace) -> int:
+    from samkit.train.synthetic import write_synthetic_labpics
+
+    root = write_synthetic_labpics(args.out, args.train, args.test, size=(args.height, args.width), seed=args.seed)
+    print(f"wrote {args.train} training and {args.test} test images to {root}/Simple "
+          f"(read with --format labpics --data {root})")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``make-synthetic-labpics`` to the ``samkit`` command."""
+    p = sub.add_parser("train", help="fine-tune a model with simulated interactive clicks",
+                       description="Interactive fine-tuning (SAM's click simulation: first prompt, correction "
+                                   "clicks from the error region, rounds without clicks). Writes checkpoints in "
+                                   "the official layout to RUN_DIR; --resume continues a run exactly.")
+    add_data_args(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", help="registered model to start from with random weights (see `samkit models`)")
+    g.add_argument("--checkpoint", help="checkpoint to start from (.pt or .safetensors)")
+    p.add_argument("--config", help="model config JSON (ModelConfig fields, as checkpoints record them) for a "
+                                    "custom model; with --checkpoint its weights are loaded into it")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.csv, train_state.pt)")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=4, help="images per micro-batch and process")
+    p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--max-objects", type=int, default=8, help="objects drawn per image")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    p.add_argument("--grad-clip", type=float, default=0.1, help="max gradient norm (0: off)")
+    p.add_argument("--train-parts", type=_parts, default=None,
+                   help="comma-separated subset of image_encoder,prompt_encoder,mask_decoder,memory "
+                        "(default mask_decoder,prompt_encoder; none with --lora-rank)")
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on the image encoder's "
+                                                            "attention (0: none)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default 2 * rank)")
+    p.add_argument("--correction-rounds", type=int, default=8, help="rounds adding a correction click")
+    p.add_argument("--rounds-without-click", type=int, default=2, help="rounds feeding the mask back only")
+    p.add_argument("--loss-weights", type=_loss_weights, default=(20.0, 1.0, 1.0, 1.0), metavar="F,D,I,O",
+                   help="weights of the focal, dice, IoU and object-score losses (default SAM's 20,1,1,1)")
+    p.add_argument("--loss-resolution", default="image", choices=("image", "low"),
+                   help="compare masks at the model input size (image) or at the decoder's 4x smaller output (low)")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--val-split", help="validation split of the same data (e.g. Test)")
+    p.add_argument("--val-data", help="validation dataset path (same format), instead of a split")
+    p.add_argument("--val-every", type=int, default=0, help="steps between validations (0: at the end)")
+    p.add_argument("--val-samples", type=int, default=0, help="validation images used (0: all)")
+    p.add_argument("--val-clicks", type=int, default=20, help="clicks per object in validation")
+    p.add_argument("--ckpt-every", type=int, default=0, help="steps between checkpoints (0: at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=0, help="step checkpoints kept (0: all)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between metrics.csv rows")
+    p.add_argument("--tensorboard", default="auto", choices=("auto", "on", "off"),
+                   help="TensorBoard logs (auto: when the tensorboard package is installed)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("make-synthetic-labpics", help="write a small synthetic dataset in the LabPics layout")
+    p.add_argument("out", help="folder to write (read it back with --format labpics --data OUT)")
+    p.add_argument("--train", type=int, default=100, help="training images")
+    p.add_argument("--test", type=int, default=20, help="test images")
+    p.add_argument("--height", type=int, default=192)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_synthetic_labpics)
