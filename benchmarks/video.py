@@ -144,7 +144,7 @@ def iou(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return worst
 
 
-def bench_speed(frames: int, repeats: int) -> tuple[str, list[dict]]:
+def bench_speed(frames: int, repeats: int, bf16: bool = True) -> tuple[str, list[dict]]:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*cannot import name '_C'.*")  # official hole filling on CPU
@@ -158,6 +158,8 @@ def bench_speed(frames: int, repeats: int) -> tuple[str, list[dict]]:
     candidates = {"official sam2 1.1.0 (float32)": (oracle, False), "samkit (float32, default)": (ours, False),
                   "official sam2 1.1.0 (autocast bfloat16)": (oracle, True),
                   "samkit (compute_dtype=bfloat16)": (ours_bf16, False)}
+    if not bf16:
+        candidates = {k: v for k, v in candidates.items() if "bfloat16" not in k}
     best: dict[str, dict] = {}
     masks: dict[str, list[torch.Tensor]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,6 +191,7 @@ def main() -> None:
     ap.add_argument("--short-frames", type=int, default=8, help="length of the short clip (part 2)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per predictor (part 2); best kept")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--no-bf16", action="store_true", help="part 2: compare the float32 runs only")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,7 +215,7 @@ def main() -> None:
         print("\n".join(out[-(len(rows) + 4):]))
     if args.part in ("speed", "all"):
         print(f"\n## Speed: one object, one click, official sam2.1 tiny config (1024 px), same random weights")
-        what, rows = bench_speed(args.short_frames, args.repeats)
+        what, rows = bench_speed(args.short_frames, args.repeats, bf16=not args.no_bf16)
         table = [f"\nclip: {what}; best of {args.repeats} interleaved runs\n",
                  "| predictor | propagate fps | end-to-end fps | speed-up (propagate) | speed-up (end-to-end) "
                  "| min mask IoU vs official |",

@@ -6,6 +6,7 @@ from samkit.builder import build_model
 from samkit.checkpoint import save_checkpoint
 from samkit.configs import ModelConfig, list_models
 from samkit.image_predictor import ImagePredictor
+from samkit.video.predictor import VideoPredictor
 
-__all__ = ["build_model", "list_models", "save_checkpoint", "ModelConfig", "ImagePredictor", "AutoMaskGenerator", "errors"]
+__all__ = ["build_model", "list_models", "save_checkpoint", "ModelConfig", "ImagePredictor", "AutoMaskGenerator", "VideoPredictor", "errors"]
 __version__ = "0.1.0"
