@@ -239,3 +239,19 @@ def test_tensorboard_optional(tmp_path, data):
     else:
         Trainer(_model(), data, cfg, out_dir=tmp_path / "a", progress=False).train()
         assert list((tmp_path / "a" / "tensorboard").glob("events.*"))
+
+
+def test_tensorboard_scalars_are_written(tmp_path, data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = TrainConfig(steps=2, batch_size=1, max_objects=2, lr=1e-3, warmup_steps=0, clicks=FEW_ROUNDS,
+                      log_every=1, tensorboard=True)
+    Trainer(_model(), data, cfg, out_dir=tmp_path / "run", progress=False).train()
+    logdir = tmp_path / "run" / "tensorboard"
+    assert list(logdir.glob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert tags, "no scalar was logged"
+    assert any(len(acc.Scalars(t)) >= 1 for t in tags)
