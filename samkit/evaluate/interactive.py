@@ -42,7 +42,6 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from samkit.errors import ConfigError, MissingDependencyError
 from samkit.evaluate.metrics import interactive_metrics, number_of_clicks
@@ -57,6 +56,7 @@ __all__ = [
     "evaluate_interactive",
     "compare_interactive",
     "write_interactive_report",
+    "objects_as_dicts",
 ]
 
 PathLike = Union[str, os.PathLike]

@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             train_parts=parts, lora=lora, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
             grad_clip=args.grad_clip,
             clicks=ClickConfig(num_correction_rounds=args.correction_rounds,
-                               num_rounds_without_click=args.rounds_without_click),
+                               num_rounds_without_click=args.rounds_without_click, prob_box=args.prob_box),
             loss_weights=LossWeights(*args.loss_weights), loss_resolution=args.loss_resolution,
             precision=args.precision, seed=args.seed, log_every=args.log_every, val_every=args.val_every,
             val_samples=args.val_samples, val_max_clicks=args.val_clicks, ckpt_every=args.ckpt_every,
@@ -218,6 +218,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default 2 * rank)")
     p.add_argument("--correction-rounds", type=int, default=8, help="rounds adding a correction click")
     p.add_argument("--rounds-without-click", type=int, default=2, help="rounds feeding the mask back only")
+    p.add_argument("--prob-box", type=float, default=0.5, help="probability that the first prompt is a noisy box "
+                                                              "rather than a click")
     p.add_argument("--loss-weights", type=_loss_weights, default=(20.0, 1.0, 1.0, 1.0), metavar="F,D,I,O",
                    help="weights of the focal, dice, IoU and object-score losses (default SAM's 20,1,1,1)")
     p.add_argument("--loss-resolution", default="image", choices=("image", "low"),

@@ -13,8 +13,10 @@ Each optimizer step follows the interactive training algorithm of Segment Anythi
    low-resolution logits (detached) back as the mask prompt (8 + 2 rounds by default: 11
    decoder runs per object);
 5. every decoder run is scored with :func:`~samkit.train.losses.sam_loss` (focal : dice :
-   IoU : object score = 20 : 1 : 1 : 1, only the best of several candidate masks
-   supervised), and the losses of all runs are summed.
+   IoU : object score = 20 : 1 : 1 : 1; of several candidate masks only the best one's
+   mask terms count, while the predicted IoU of every candidate is regressed, as in
+   SAM 2.1, so that the IoU head can pick among them at inference), and the losses of all
+   runs are summed.
 
 What trains is chosen with :attr:`TrainConfig.train_parts` and/or LoRA adapters on the
 image encoder's attention (:mod:`samkit.train.lora`). Optimisation: AdamW without weight
@@ -139,6 +141,7 @@ class TrainConfig:
     clicks: ClickConfig = field(default_factory=ClickConfig)
     loss_weights: LossWeights = field(default_factory=LossWeights)
     iou_loss: Literal["mse", "l1"] = "mse"  # regression of the predicted IoU
+    supervise_all_iou: bool = True  # regress the IoU of every candidate mask (SAM 2.1), not only the best one's
     loss_resolution: Literal["image", "low"] = "image"  # masks compared at the model input size or at 4h x 4w
     hflip: float = 0.5  # probability of a horizontal flip of each image
     # --- precision and randomness
@@ -282,10 +285,8 @@ class _CsvLog:
                     except ValueError:
                         continue
         # (Re)write the file whole: the rows of steps after the resumed state are dropped.
-        def write(fh) -> None:
-            text = _csv_text(columns, rows)
-            fh.write(text.encode())
-        atomic_write(path, write)
+        text = _csv_text(columns, rows).encode()
+        atomic_write(path, lambda fh: fh.write(text))
 
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as fh:
@@ -552,7 +553,7 @@ class Trainer:
             full = F.interpolate(logits, size=(s, s), mode="bilinear", align_corners=False)
             terms = sam_loss(full if cfg.loss_resolution == "image" else logits, out.iou.float(),
                              loss_targets[:, None], out.object_score.float(), loss_ignore, cfg.loss_weights,
-                             iou_kind=cfg.iou_loss)
+                             iou_kind=cfg.iou_loss, supervise_all_iou=cfg.supervise_all_iou)
             total = total + terms.total
             for k in sums:
                 sums[k] += float(getattr(terms, "object_score" if k == "object" else k).detach())

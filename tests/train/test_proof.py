@@ -9,6 +9,9 @@ SAM's 20:1 focal:dice weighting first settles on empty masks for hundreds of ste
 run uses 1:1 (the trainer's default stays 20:1:1:1 for fine-tuning trained weights). The
 synthetic images are small (48 x 64) and enlarged to the 128-pixel model input, so that the
 32 x 32 decoder output can describe them finely enough to reach IoU 0.85.
+
+The test runs torch on one thread: on a busy 2-core machine, two OpenMP threads per process
+can make it many times slower, while one thread costs little when the machine is idle.
 """
 
 from __future__ import annotations
@@ -46,9 +49,17 @@ PROOF_TRAINING = TrainConfig(
 KEYS = ("mIoU@1", "mIoU@3", "mIoU@5", "mIoU@10", "mIoU@20", "NoC@80", "NoC@85", "NoC@90", "NoF@85")
 
 
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_fine_tuning_improves_held_out_interactive_metrics(tmp_path, capsys):
-    root = write_synthetic_labpics(tmp_path / "labpics", 64, 8, size=(48, 64), seed=0)
+def test_fine_tuning_improves_held_out_interactive_metrics(tmp_path, capsys, one_thread):
+    root = write_synthetic_labpics(tmp_path / "labpics", 64, 16, size=(48, 64), seed=0)
     train, test = LabPicsDataset(root, "Train"), LabPicsDataset(root, "Test")
     torch.manual_seed(0)
     model = samkit.build_model(PROOF_MODEL)
@@ -70,9 +81,10 @@ def test_fine_tuning_improves_held_out_interactive_metrics(tmp_path, capsys):
             print(f"{label:12s}" + "".join(f"{res[k]:9.3f}" for k in KEYS))
         print(f"final training loss {result['loss']:.3f}")
 
-    assert after["num_objects"] == before["num_objects"] >= 30
-    assert after["mIoU@1"] > before["mIoU@1"] + 0.05
-    assert after["mIoU@5"] > before["mIoU@5"] + 0.25
+    assert after["num_objects"] == before["num_objects"] >= 60
+    assert after["mIoU@1"] > before["mIoU@1"] + 0.15
+    assert after["mIoU@5"] > before["mIoU@5"] + 0.3
+    assert after["NoC@80"] < before["NoC@80"] - 2.0
     assert after["NoC@85"] < before["NoC@85"] - 1.0
     assert after["NoC@90"] <= before["NoC@90"]
     assert (tmp_path / "run" / "final.pt").is_file()

@@ -93,14 +93,16 @@ def test_killed_cli_run_resumes_exactly(labpics, config_json, tmp_path):
 
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "samkit.cli", *_train_args(labpics, config_json, killed, *steps)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = killed / "train_state.pt"
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # no clean-up, no final save: as a crash would
-    proc.wait()
-    assert state.exists(), "the run wrote no training state before it was killed"
+    log = tmp_path / "killed.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        state = killed / "train_state.pt"
+        deadline = time.time() + 600
+        while not state.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # no clean-up, no final save: as a crash would
+        proc.wait()
+    assert state.exists(), "the run wrote no training state before it was killed:\n" + log.read_text()[-2000:]
     at = torch.load(state, weights_only=True)["step"]
     if at >= 8:
         pytest.skip("the run finished before it could be killed")
