@@ -46,17 +46,24 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """The model the user asked for, saying plainly when its weights are random."""
+    """The model the user asked for, saying which weights it has (and plainly when they are random)."""
     from samkit.builder import DEFAULT_MODEL, build_model
+    from samkit.configs import canonical_name
+    from samkit.weights import bundled_checkpoint
 
     if getattr(args, "checkpoint", None):
         model = build_model(checkpoint=args.checkpoint, device=args.device)
         print(f"model: {model.cfg.name} from {args.checkpoint}")
         return model
-    name = getattr(args, "model", None) or DEFAULT_MODEL
+    name = canonical_name(getattr(args, "model", None) or DEFAULT_MODEL)
+    shipped = bundled_checkpoint(name)
     model = build_model(name, device=args.device)
-    print(f"model: {model.cfg.name} with RANDOM weights (no checkpoint given): masks are not meaningful. "
-          "Pass --checkpoint FILE for real results.")
+    if shipped is not None:
+        print(f"model: {name} (weights shipped with samkit, trained on generated scenes; for SAM 2.1 quality "
+              "pass --checkpoint sam2.1_hiera_tiny.pt)")
+    else:
+        print(f"model: {name} with RANDOM weights (none ship for it): masks are not meaningful. "
+              "Pass --checkpoint FILE for real results.")
     return model
 
 
@@ -129,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", help="also write the mask drawn over the image")
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("demo", help="run the demo: segment and draw a sample photo")
+    p = sub.add_parser("demo", help="run the demo: point, box and segment-everything overlays on a photo, and a "
+                                    "tracked generated clip")
     add_model_args(p)
     p.add_argument("--out", default="demo_out", help="folder to write pictures to")
     p.set_defaults(func=cmd_demo)
@@ -143,7 +151,8 @@ def _extra_commands() -> list[Callable]:
     """Subcommands that live beside their features (data engine, video, training)."""
     out = []
     for mod, fn in (("samkit.engine", "register_cli"), ("samkit.video.export", "register_cli"),
-                    ("samkit.train.cli", "register_cli"), ("samkit.evaluate.cli", "register_cli")):
+                    ("samkit.train.cli", "register_cli"), ("samkit.evaluate.cli", "register_cli"),
+                    ("samkit.evaluate.tracking", "register_cli")):
         try:
             module = __import__(mod, fromlist=[fn])
         except ImportError:

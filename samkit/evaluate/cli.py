@@ -40,7 +40,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from samkit.train.cli import open_dataset
 
     dataset = open_dataset(args.format, args.data, args.split or "Test", layout=args.layout, images=args.images,
-                           synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size, seed=args.seed)
+                           synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size, seed=args.seed,
+                           synthetic_photos=args.synthetic_photos)
     models = {}
     for kind, value, label in _labels(args):
         ns = argparse.Namespace(checkpoint=value if kind == "checkpoint" else None,

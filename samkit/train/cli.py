@@ -23,36 +23,45 @@ __all__ = ["register_cli", "open_dataset", "add_data_args", "DATA_FORMATS"]
 DATA_FORMATS: tuple[str, ...] = ("labpics", "coco", "folder", "synthetic")
 
 
-def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False) -> None:
+def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False, format_required: bool = True) -> None:
     """``--data/--format/--split/--layout/--images`` and the synthetic-data options."""
     p.add_argument("--data", required=data_required,
                    help="dataset: the LabPicsV1 folder (labpics), the annotation JSON (coco), the folder with "
                         "images/ and masks/ (folder); not needed for synthetic")
-    p.add_argument("--format", required=True, choices=DATA_FORMATS, help="dataset layout")
+    p.add_argument("--format", required=format_required, choices=DATA_FORMATS, help="dataset layout")
     p.add_argument("--split", default=None, help="LabPics split (Train/Test); default Train for training, Test "
                                                  "for evaluation")
     p.add_argument("--layout", default="Simple", help="LabPics layout: Simple or Complex")
     p.add_argument("--images", help="coco: the folder of the images (default: the JSON's folder)")
     p.add_argument("--synthetic-count", type=int, default=200, help="synthetic: number of random scenes")
     p.add_argument("--synthetic-size", type=int, default=256, help="synthetic: side of the scenes in pixels")
+    p.add_argument("--synthetic-photos", action="store_true",
+                   help="synthetic: backgrounds and some textures from scikit-image's photos, as in the nano "
+                        "recipe's training scenes")
 
 
 def open_dataset(fmt: str, data: Optional[str], split: str = "Train", *, layout: str = "Simple",
                  images: Optional[str] = None, synthetic_count: int = 200, synthetic_size: int = 256,
-                 seed: int = 0) -> Sequence[Any]:
+                 seed: int = 0, synthetic_photos: bool = False) -> Sequence[Any]:
     """A samkit dataset (``Sequence[Sample]``) from command-line style arguments.
 
     ``fmt``: ``labpics`` (``LabPicsDataset(data, split, layout)``), ``coco``
     (``CocoDataset(data, images or data's folder)``), ``folder`` (``MaskFolderDataset(data)``)
     or ``synthetic`` (``SyntheticSceneDataset``; the ``Test`` split uses another seed than
-    ``Train``).
+    ``Train``; ``synthetic_photos`` adds scikit-image photo backgrounds, as the nano recipe does).
     """
     from samkit.train.datasets import CocoDataset, LabPicsDataset, MaskFolderDataset
     from samkit.train.synthetic import SyntheticSceneDataset
 
     if fmt == "synthetic":
         offset = 0 if split.lower() == "train" else 1_000_003
-        return SyntheticSceneDataset(synthetic_count, size=(synthetic_size, synthetic_size), seed=seed + offset)
+        photos = None
+        if synthetic_photos:
+            from samkit.train.synthetic import dependency_photos
+
+            photos = dependency_photos()
+        return SyntheticSceneDataset(synthetic_count, size=(synthetic_size, synthetic_size), seed=seed + offset,
+                                     photos=photos)
     if not data:
         raise ConfigError(f"--data is needed for the {fmt!r} format")
     if fmt == "labpics":
@@ -110,6 +119,21 @@ def _build_start_model(args: argparse.Namespace, device: str, verbose: bool = Tr
     return model
 
 
+def cmd_recipe(args: argparse.Namespace) -> int:
+    """``samkit train --recipe NAME --out DIR``: a registered training recipe, resumable."""
+    from samkit.train.recipes import get_recipe, run_recipe
+
+    recipe = get_recipe(args.recipe)
+    print(f"recipe {recipe.name}: {recipe.description}; {len(recipe.stages)} stages -> {args.out}")
+    result = run_recipe(recipe, args.out, device=args.device, progress=not args.no_progress)
+    for name, sec in result["seconds"].items():
+        val = (result["stages"][name] or {}).get("validation") or {}
+        extra = ", ".join(f"{k} {val[k]:.3f}" for k in ("mIoU@1", "NoC@85") if k in val)
+        print(f"stage {name}: {sec / 60:.1f} min" + (f"; validation {extra}" if extra else ""))
+    print(f"wrote {result['checkpoint']}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -117,6 +141,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from samkit.train.losses import LossWeights
     from samkit.train.prompts import ClickConfig
     from samkit.train.trainer import TrainConfig, Trainer, init_distributed
+
+    if args.recipe:
+        return cmd_recipe(args)
+    if not args.format:
+        raise ConfigError("samkit train needs --format (and --data), or --recipe NAME")
 
     device = args.device
     if device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -127,13 +156,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         split = args.split or "Train"
         train_data = open_dataset(args.format, args.data, split, layout=args.layout, images=args.images,
                                   synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size,
-                                  seed=args.seed)
+                                  seed=args.seed, synthetic_photos=args.synthetic_photos)
         val_data = None
         if args.val_data or args.val_split:
             val_data = open_dataset(args.format, args.val_data or args.data, args.val_split or "Test",
                                     layout=args.layout, images=args.images,
                                     synthetic_count=max(1, args.val_samples or 20),
-                                    synthetic_size=args.synthetic_size, seed=args.seed)
+                                    synthetic_size=args.synthetic_size, seed=args.seed,
+                                    synthetic_photos=args.synthetic_photos)
         lora = LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha or 2.0 * args.lora_rank) \
             if args.lora_rank else None
         parts = args.train_parts if args.train_parts is not None else (() if lora else ("mask_decoder", "prompt_encoder"))
@@ -194,7 +224,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description="Interactive fine-tuning (SAM's click simulation: first prompt, correction "
                                    "clicks from the error region, rounds without clicks). Writes checkpoints in "
                                    "the official layout to RUN_DIR; --resume continues a run exactly.")
-    add_data_args(p)
+    add_data_args(p, format_required=False)
+    p.add_argument("--recipe", help="run a registered training recipe instead (e.g. nano: samkit's default model "
+                                    "from scratch); only --out, --device and --no-progress apply; rerun to resume")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help="registered model to start from with random weights (see `samkit models`)")
     g.add_argument("--checkpoint", help="checkpoint to start from (.pt or .safetensors)")

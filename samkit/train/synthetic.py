@@ -23,7 +23,7 @@ from typing import Union, overload
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from samkit.errors import ConfigError
+from samkit.errors import ConfigError, MissingDependencyError
 from samkit.train.datasets import LABPICS_IGNORE, Sample
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "write_synthetic_labpics",
     "make_scene",
     "SyntheticSceneDataset",
+    "dependency_photos",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -96,6 +97,46 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.float32)
 
 
+def _photo_texture(rng: np.random.Generator, photos: Sequence[np.ndarray], h: int, w: int) -> np.ndarray:
+    """``H x W x 3`` float image: a random crop of a random photo (random scale, maybe
+    mirrored), resized to ``h x w``."""
+    photo = photos[int(rng.integers(0, len(photos)))]
+    ph, pw = photo.shape[:2]
+    frac = rng.uniform(0.3, 1.0)
+    ch = max(8, int(round(min(ph, pw * h / w) * frac)))
+    cw = max(8, int(round(ch * w / h)))
+    ch, cw = min(ch, ph), min(cw, pw)
+    y0 = int(rng.integers(0, ph - ch + 1))
+    x0 = int(rng.integers(0, pw - cw + 1))
+    crop = Image.fromarray(np.ascontiguousarray(photo[y0:y0 + ch, x0:x0 + cw]))
+    crop = crop.resize((w, h), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(crop, dtype=np.float32)
+
+
+def dependency_photos(exclude: Sequence[str] = ("astronaut", "coffee")) -> list[np.ndarray]:
+    """Real colour photos that scikit-image ships (``H x W x 3`` uint8 each), for scene
+    backgrounds and object textures. ``exclude`` keeps photos out (the demo's photos stay
+    unseen by the default model). Raises :class:`MissingDependencyError` without scikit-image."""
+    try:
+        import skimage.data as data
+    except ImportError as e:
+        raise MissingDependencyError(
+            "photo backgrounds need scikit-image: pip install scikit-image") from e
+    names = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+             "brick", "grass", "gravel", "camera", "coins", "moon", "clock")
+    out = []
+    for name in names:
+        if name in exclude:
+            continue
+        img = np.asarray(getattr(data, name)())
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(np.ascontiguousarray(img[..., :3]).astype(np.uint8))
+    return out
+
+
 def _random_shape(
     rng: np.random.Generator, h: int, w: int, centre: tuple[float, float], radius: float
 ) -> np.ndarray:
@@ -140,6 +181,8 @@ def make_scene(
     num_objects: tuple[int, int] = (4, 12),
     min_area: int = 24,
     name: str = "scene",
+    photos: Sequence[np.ndarray] | None = None,
+    photo_prob: float = 0.5,
 ) -> Sample:
     """A random scene of textured objects, with its instance masks.
 
@@ -154,6 +197,11 @@ def make_scene(
         num_objects: inclusive range of the number of top-level objects.
         min_area: visible instances smaller than this many pixels are dropped.
         name: the sample's name.
+        photos: real photos (``H x W x 3`` uint8); when given, the background is a crop of
+            one of them with probability ``photo_prob``, and so is an object's texture with
+            probability ``photo_prob / 2``. Without photos only generated textures are used
+            (and the scene for a given ``rng`` state is what it always was).
+        photo_prob: see ``photos``.
 
     Returns:
         A :class:`Sample` with ``ignore=None``.
@@ -162,7 +210,12 @@ def make_scene(
     if h < 8 or w < 8:
         raise ConfigError(f"make_scene needs a size of at least 8 x 8, got {size}")
     lo, hi = num_objects
-    image = _texture(rng, h, w)
+    def texture(prob: float) -> np.ndarray:
+        if photos and rng.random() < prob:
+            return _photo_texture(rng, photos, h, w)
+        return _texture(rng, h, w)
+
+    image = texture(photo_prob)
     instances: list[np.ndarray] = []
     scale = min(h, w)
     for _ in range(int(rng.integers(lo, hi + 1))):
@@ -181,7 +234,7 @@ def make_scene(
         else:
             pieces = [shape]
         for piece in pieces:
-            tex = _texture(rng, h, w)
+            tex = texture(photo_prob / 2)
             image[piece] = tex[piece]
             instances.append(piece.copy())
         if rng.random() < 0.3:  # a part nested inside the object
@@ -192,7 +245,7 @@ def make_scene(
             )
             part = inner & _erode(shape, 1)
             if part.sum() >= min_area:
-                tex = _texture(rng, h, w)
+                tex = texture(photo_prob / 2)
                 image[part] = tex[part]
                 instances.append(part)
     # Mild global noise so flat regions are not perfectly flat.
@@ -207,7 +260,8 @@ class SyntheticSceneDataset(Sequence):
     """``length`` random scenes from :func:`make_scene`, made on demand.
 
     Sample ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so it is the same
-    every time it is indexed, whatever the order.
+    every time it is indexed, whatever the order. ``photos`` / ``photo_prob``: real photos
+    for backgrounds and textures, as in :func:`make_scene`.
     """
 
     def __init__(
@@ -216,6 +270,8 @@ class SyntheticSceneDataset(Sequence):
         size: tuple[int, int] = (256, 256),
         seed: int = 0,
         num_objects: tuple[int, int] = (4, 12),
+        photos: Sequence[np.ndarray] | None = None,
+        photo_prob: float = 0.5,
     ) -> None:
         if length < 1:
             raise ConfigError(f"SyntheticSceneDataset needs length >= 1, got {length}")
@@ -223,6 +279,8 @@ class SyntheticSceneDataset(Sequence):
         self.size = (int(size[0]), int(size[1]))
         self.seed = int(seed)
         self.num_objects = num_objects
+        self.photos = list(photos) if photos is not None else None
+        self.photo_prob = float(photo_prob)
 
     def __len__(self) -> int:
         return self.length
@@ -242,7 +300,8 @@ class SyntheticSceneDataset(Sequence):
         if not 0 <= i < self.length:
             raise IndexError(f"index {index} out of range for {self.length} scenes")
         rng = np.random.default_rng([self.seed, i])
-        return make_scene(rng, self.size, num_objects=self.num_objects, name=f"scene_{i:06d}")
+        return make_scene(rng, self.size, num_objects=self.num_objects, name=f"scene_{i:06d}",
+                          photos=self.photos, photo_prob=self.photo_prob)
 
 
 # --------------------------------------------------------------------------- LabPics-like

@@ -74,6 +74,7 @@ from samkit.errors import ConfigError, MissingDependencyError
 from samkit.fileio import atomic_write, write_json
 from samkit.imageio import preprocess
 from samkit.model.sam2 import SAM2Model
+from samkit.train.clips import ClipSample, clip_loss
 from samkit.train.datasets import Sample
 from samkit.train.lora import LoRAConfig, apply_lora, lora_state_dict, merged_copy
 from samkit.train.losses import LossWeights, mask_iou, sam_loss
@@ -144,6 +145,7 @@ class TrainConfig:
     supervise_all_iou: bool = True  # regress the IoU of every candidate mask (SAM 2.1), not only the best one's
     loss_resolution: Literal["image", "low"] = "image"  # masks compared at the model input size or at 4h x 4w
     hflip: float = 0.5  # probability of a horizontal flip of each image
+    clip_every: int = 0  # with clip data: every n-th optimizer step trains on clips instead of images (0: never)
     # --- precision and randomness
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     seed: int = 0
@@ -168,7 +170,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "val_every", "val_samples", "ckpt_every", "keep_checkpoints",
-                     "min_object_area"):
+                     "min_object_area", "clip_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
@@ -337,10 +339,16 @@ class Trainer:
 
     def __init__(self, model: SAM2Model, train_data: Sequence[Sample], config: Optional[TrainConfig] = None,
                  *, out_dir: Optional[PathLike] = None, val_data: Optional[Sequence[Sample]] = None,
-                 resume: bool = False, progress: bool = True) -> None:
+                 resume: bool = False, progress: bool = True,
+                 clip_data: Optional[Sequence[ClipSample]] = None) -> None:
         self.cfg = config if config is not None else TrainConfig()
         if len(train_data) == 0:
             raise ConfigError("the training dataset is empty")
+        if clip_data is not None and (len(clip_data) == 0 or not self.cfg.clip_every):
+            raise ConfigError("clip_data needs at least one clip and TrainConfig.clip_every >= 1")
+        if self.cfg.clip_every and clip_data is None:
+            raise ConfigError("TrainConfig.clip_every is set but no clip_data was given")
+        self.clip_data = clip_data
         if resume and out_dir is None:
             raise ConfigError("resume=True needs the run folder (out_dir) to resume from")
         self.model = model
@@ -401,7 +409,7 @@ class Trainer:
             (n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if not self.trainable:
             raise ConfigError(f"train_parts {list(self.cfg.train_parts)} select no parameter of this model")
-        if "memory" in parts and self.rank == 0:
+        if "memory" in parts and self.rank == 0 and not self.cfg.clip_every:
             warnings.warn("train_parts includes 'memory': single-image training gives the memory modules no "
                           "gradient (they are used on video), so only no_mem_embed changes", stacklevel=3)
         self.encoder_trains = "image_encoder" in parts or bool(self.lora_layers)
@@ -508,6 +516,34 @@ class Trainer:
         return _Batch(images=torch.cat(images), targets=torch.cat(targets).to(self.device),
                       ignore=ignore_t, image_of=torch.tensor(image_of, device=self.device))
 
+    def _next_clip(self, micro: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """The clip of this process's ``micro``-th micro-batch of the current step, ready for
+        :func:`~samkit.train.clips.clip_loss`: ``(frames T x 3 x S x S, targets O x T x S x S)``,
+        or None when no object is big enough on the first frame. The clip is a function of
+        (seed, rank, step, micro), so resumed runs draw the same clips."""
+        assert self.clip_data is not None
+        s = self.image_size
+        pick = np.random.default_rng([self.cfg.seed, 11, self.rank, self.step, micro])
+        clip = self.clip_data[int(pick.integers(0, len(self.clip_data)))]
+        frames = torch.cat([preprocess(f, s, self.device) for f in clip.frames])  # T x 3 x S x S
+        k, t = clip.masks.shape[:2]
+        masks = _resize_masks(torch.from_numpy(np.ascontiguousarray(clip.masks)).flatten(0, 1), (s, s))
+        masks = masks.view(k, t, s, s)
+        first_area = masks[:, 0].flatten(1).sum(dim=1)
+        order = torch.randperm(k, generator=self.data_generator).tolist()
+        keep = [i for i in order if int(first_area[i]) >= max(1, self.cfg.min_object_area)][:self.cfg.max_objects]
+        if not keep:
+            return None
+        targets = masks[keep].to(self.device)
+        if self.cfg.hflip > 0 and float(torch.rand((), generator=self.data_generator)) < self.cfg.hflip:
+            frames, targets = frames.flip(-1), targets.flip(-1)
+        return frames, targets
+
+    def _clip_step_now(self) -> bool:
+        """Whether the current optimizer step trains on clips."""
+        every = self.cfg.clip_every
+        return self.clip_data is not None and every > 0 and (self.step + 1) % every == 0
+
     # ------------------------------------------------------------------ one step
     def _interactive_loss(self, batch: _Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Image encoder once, then the click rounds on all objects; the summed loss."""
@@ -599,12 +635,27 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         acc = _StepStats()
-        for _ in range(self.cfg.accum_steps):
-            samples = [self.train_data[i] for i in self._next_indices()]
-            batch = self._prepare(samples)
-            if batch is None:
-                continue
-            loss, stats = self._interactive_loss(batch)
+        clip_step = self._clip_step_now()
+        clip_ious: list[float] = []
+        for micro in range(self.cfg.accum_steps):
+            if clip_step:
+                clip = self._next_clip(micro)
+                if clip is None:
+                    continue
+                res = clip_loss(self.model, clip[0], clip[1], clicks=self.cfg.clicks, weights=self.cfg.loss_weights,
+                                generator=self.prompt_generator, encoder_trains=self.encoder_trains,
+                                supervise_all_iou=self.cfg.supervise_all_iou, iou_kind=self.cfg.iou_loss,
+                                autocast=self._autocast)
+                loss = res.total
+                stats = {"focal": res.focal, "dice": res.dice, "iou": res.iou, "object": res.object,
+                         "iou_first": res.iou_first, "iou_last": res.iou_tracked, "objects": float(clip[1].shape[0])}
+                clip_ious.append(res.iou_tracked)
+            else:
+                samples = [self.train_data[i] for i in self._next_indices()]
+                batch = self._prepare(samples)
+                if batch is None:
+                    continue
+                loss, stats = self._interactive_loss(batch)
             (loss / self.cfg.accum_steps).backward()
             acc.loss += float(loss.detach())
             acc.focal += stats["focal"]
@@ -625,10 +676,16 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         m = max(acc.micro, 1)
-        return {"loss": acc.loss / m, "focal": acc.focal / m, "dice": acc.dice / m, "iou_loss": acc.iou / m,
-                "object_loss": acc.object / m, "iou_first": acc.iou_first / m, "iou_last": acc.iou_last / m,
-                "objects": float(acc.objects), "grad_norm": grad_norm, "lr": lr,
-                "sec_per_step": time.perf_counter() - t0}
+        out = {"loss": acc.loss / m, "focal": acc.focal / m, "dice": acc.dice / m, "iou_loss": acc.iou / m,
+               "object_loss": acc.object / m, "iou_first": acc.iou_first / m, "iou_last": acc.iou_last / m,
+               "objects": float(acc.objects), "grad_norm": grad_norm, "lr": lr,
+               "sec_per_step": time.perf_counter() - t0}
+        if self.clip_data is not None:
+            # clip steps: iou_first is the prompted frame's IoU, iou_last the tracked frames' mean;
+            # clip_iou repeats the latter and is NaN on image steps
+            good = [v for v in clip_ious if not math.isnan(v)]
+            out["clip_iou"] = float(np.mean(good)) if good else float("nan")
+        return out
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, Any]:
@@ -682,7 +739,7 @@ class Trainer:
                     return {"step": self.step, "stopped": True}
                 row: dict[str, Any] = {}
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    row.update({k: float(np.mean([w[k] for w in window])) for k in window[0]})
+                    row.update({k: _nanmean([w[k] for w in window]) for k in window[0]})
                     row["lr"] = stats["lr"]
                     last_row = dict(row)
                     window = []
@@ -722,6 +779,8 @@ class Trainer:
     def _csv_columns(self) -> list[str]:
         cols = ["step", "loss", "focal", "dice", "iou_loss", "object_loss", "iou_first", "iou_last",
                 "objects", "grad_norm", "lr", "sec_per_step"]
+        if self.clip_data is not None:
+            cols.append("clip_iou")
         if self.val_data is not None:
             cols += [f"val_{k}" for k in _metric_keys()]
         return cols
@@ -878,7 +937,8 @@ class Trainer:
         try:
             from samkit.evaluate.plots import plot_training_curves
 
-            cols = [c for c in ("loss", "iou_first", "iou_last", "grad_norm", "lr", "val_mIoU@1", "val_NoC@85")]
+            cols = [c for c in ("loss", "iou_first", "iou_last", "clip_iou", "grad_norm", "lr", "val_mIoU@1",
+                                  "val_NoC@85")]
             from samkit.evaluate.plots import read_metrics_csv
 
             present = [c for c in cols if c in read_metrics_csv(self.out_dir / "metrics.csv")]
@@ -888,6 +948,12 @@ class Trainer:
         except MissingDependencyError as exc:
             print(f"training_curves.png not written: {exc}", file=sys.stderr)
         return final
+
+
+def _nanmean(values: list[float]) -> float:
+    """Mean of the non-NaN values (NaN when there are none)."""
+    good = [v for v in values if not math.isnan(v)]
+    return float(np.mean(good)) if good else float("nan")
 
 
 def _metric_keys() -> list[str]:

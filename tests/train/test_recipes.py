@@ -1,0 +1,84 @@
+"""Training recipes: the nano recipe's definition, and a whole (tiny) recipe run end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import samkit
+from samkit.configs import get_config
+from samkit.errors import ConfigError
+from samkit.model.sam2 import SAM2Model
+from samkit.train.losses import LossWeights
+from samkit.train.recipes import NANO, Recipe, Stage, get_recipe, run_recipe
+from samkit.train.trainer import TrainConfig
+from tests.train.test_trainer import FEW_ROUNDS, tiny_config
+
+
+def test_nano_recipe_definition():
+    assert get_recipe("nano") is NANO
+    assert NANO.model == "samkit_nano"
+    assert [s.name for s in NANO.stages][-1] == "clips"
+    assert "memory" in NANO.stages[-1].train.train_parts and NANO.stages[-1].clips > 0
+    assert all("memory" not in s.train.train_parts for s in NANO.stages[:-1])
+    # the shipped file must stay under 25 MB: parameters and buffers in float32
+    model = SAM2Model(get_config("samkit_nano"))
+    size = sum(t.numel() * 4 for t in list(model.parameters()) + list(model.buffers()))
+    assert size <= 25 * 1024 * 1024
+    with pytest.raises(ConfigError, match="known recipes: nano"):
+        get_recipe("huge")
+
+
+def _tiny_recipe() -> Recipe:
+    common = dict(batch_size=2, max_objects=2, lr=2e-3, warmup_steps=1, clicks=FEW_ROUNDS, log_every=1,
+                  loss_weights=LossWeights(1, 1, 1, 1), ckpt_every=1, tensorboard=False, val_every=2,
+                  val_samples=1, val_max_clicks=2)
+    return Recipe(name="tiny", model=tiny_config(), stages=(
+        Stage("images", TrainConfig(steps=2, **common), scenes=6, scene_size=64, num_objects=(2, 4),
+              val_scenes=1),
+        Stage("clips", TrainConfig(steps=2, clip_every=2, train_parts=("image_encoder", "prompt_encoder",
+                                                                       "mask_decoder", "memory"), **common),
+              scenes=6, scene_size=64, clips=2, clip_frames=3, val_scenes=1),
+    ))
+
+
+def test_run_recipe_end_to_end_and_rerun_skips_finished_stages(tmp_path):
+    recipe = _tiny_recipe()
+    torch.manual_seed(0)
+    result = run_recipe(recipe, tmp_path, progress=False, log=lambda s: None)
+    path = result["checkpoint"]
+    assert path == tmp_path / "trainer_tiny.safetensors" and path.is_file()
+    model = samkit.build_model(checkpoint=path)
+    assert model.cfg == tiny_config()
+    # the clip stage started from the image stage's result and trained the memory modules
+    first = samkit.build_model(checkpoint=tmp_path / "1_images" / "final.pt").state_dict()
+    final = model.state_dict()
+    key = "memory_attention.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(first[key], final[key])
+    # one log for the whole recipe: steps counted across stages, the stage of each row
+    with (tmp_path / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["step"], r["stage"]) for r in rows] == [("1", "1"), ("2", "1"), ("3", "2"), ("4", "2")]
+    assert rows[3]["clip_iou"] not in ("", "nan")
+    summary = json.loads((tmp_path / "recipe_summary.json").read_text())
+    assert set(summary["seconds"]) == {"images", "clips"}
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+
+    before = path.read_bytes()
+    messages: list[str] = []
+    again = run_recipe(recipe, tmp_path, progress=False, log=messages.append)
+    assert sum("already done" in m for m in messages) == 2
+    assert again["checkpoint"].read_bytes() == before
+
+
+def test_train_cli_needs_a_format_or_a_recipe(tmp_path, capsys):
+    from samkit.cli import main
+
+    assert main(["train", "--out", str(tmp_path)]) != 0
+    assert "--format" in capsys.readouterr().err
+    assert main(["train", "--recipe", "huge", "--out", str(tmp_path)]) != 0
+    assert "known recipes" in capsys.readouterr().err
