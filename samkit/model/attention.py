@@ -12,7 +12,8 @@ class Attention(nn.Module):
     """Multi-head attention whose inner width may be ``embedding_dim // downsample_rate``.
 
     ``forward(q, k, v)``: ``q`` is ``B x Nq x embedding_dim``, ``k`` and ``v`` are
-    ``B x Nk x kv_in_dim``; returns ``B x Nq x embedding_dim``.
+    ``B x Nk x kv_in_dim``; returns ``B x Nq x embedding_dim``. Any of them may have batch 1
+    while the others have ``B``: it is then projected once and shared.
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1,
@@ -36,7 +37,11 @@ class Attention(nn.Module):
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def _project(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        return self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        """Project and split into heads. An input with batch 1 is shared by the other inputs'
+        batch: it is projected once and broadcast (the image side of many prompts on one image)."""
+        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        b = max(q.shape[0], k.shape[0], v.shape[0])
+        return tuple(t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0)

@@ -116,12 +116,17 @@ class MaskDecoder(nn.Module):
         out_tokens = torch.cat(heads, dim=0)
         tokens = torch.cat([out_tokens[None].expand(b, -1, -1), sparse], dim=1)
         src = image_embeddings
-        if repeat_image:
-            src = src.repeat_interleave(b, dim=0)
-        elif src.shape[0] != b:
-            raise ValueError(f"image batch {src.shape[0]} != prompt batch {b}")
-        src = src + dense
-        pos = image_pe.repeat_interleave(b, dim=0)
+        if repeat_image and src.shape[0] == 1 and (b == 1 or dense.shape[0] == 1 or dense.stride(0) == 0):
+            # one image and the same dense embedding (no mask prompt) for every prompt: the
+            # transformer shares the image side until it first depends on the prompts
+            src = src + dense[:1]
+        else:
+            if repeat_image:
+                src = src.repeat_interleave(b, dim=0)
+            elif src.shape[0] != b:
+                raise ValueError(f"image batch {src.shape[0]} != prompt batch {b}")
+            src = src + dense
+        pos = image_pe
         _, c, h, w = src.shape
         hs, keys = self.transformer(src, pos, tokens)
         s = 1 if self.pred_obj_scores else 0

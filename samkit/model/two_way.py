@@ -44,7 +44,12 @@ class TwoWayAttentionBlock(nn.Module):
 
 class TwoWayTransformer(nn.Module):
     """``forward(image B x C x h x w, image_pe B x C x h x w, tokens B x N x C)`` ->
-    ``(tokens B x N x C, image tokens B x hw x C)``."""
+    ``(tokens B x N x C, image tokens B x hw x C)``.
+
+    ``image`` and ``image_pe`` may have batch 1 for ``B`` prompts on one image: until the
+    image tokens first attend to the prompts they are the same for every prompt, so the first
+    layer projects them once (the same arithmetic, about a quarter of the decoder's work).
+    """
 
     def __init__(self, *, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8,
                  mlp_dim: int = 2048, attention_downsample_rate: int = 2) -> None:
