@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -12,7 +13,8 @@ from samkit.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from samkit.model.sam2 import SAM2Model
 from samkit.weights import BUNDLED, bundled_checkpoint
 
-# The model used when none is named: samkit's own small model, whose weights ship with the package.
+# The model used when none is named: samkit's own small model. Its trained weights are meant to ship
+# with the package (samkit/weights/); until they do, it is built with random weights and a warning.
 DEFAULT_MODEL = "samkit_nano"
 
 
@@ -21,7 +23,8 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
                 pretrained: bool | None = None) -> SAM2Model:
     """Build a SAM 2 model.
 
-    * ``build_model()``: the default model (``samkit_nano``) with the weights that ship with samkit.
+    * ``build_model()``: the default model (``samkit_nano``) with the weights that ship with samkit
+      (random weights and a warning while none ship).
     * ``build_model(checkpoint="sam2.1_hiera_tiny.pt")``: variant detected from the file (the
       official SAM 2 / 2.1 checkpoints, ``.pt`` or ``.safetensors``).
     * ``build_model("sam2.1_hiera_tiny", "file.pt")``: checked to match, then loaded strictly.
@@ -44,6 +47,10 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
         cfg = get_config(key)
         if checkpoint is None and pretrained is not False:
             checkpoint = bundled_checkpoint(key)
+            if checkpoint is None and name is None and pretrained is None:
+                warnings.warn(f"no trained weights ship with samkit for the default model {key!r} yet: it has "
+                              "random weights. Pass checkpoint=PATH (e.g. an official SAM 2.1 checkpoint) for "
+                              "real masks", stacklevel=2)
             if checkpoint is None and pretrained:
                 ships = ", ".join(sorted(BUNDLED)) or "none"
                 raise CheckpointNotFoundError(

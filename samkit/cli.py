@@ -57,7 +57,7 @@ def load_model(args: argparse.Namespace):
         return model
     name = canonical_name(getattr(args, "model", None) or DEFAULT_MODEL)
     shipped = bundled_checkpoint(name)
-    model = build_model(name, device=args.device)
+    model = build_model(name, device=args.device, pretrained=shipped is not None)
     if shipped is not None:
         print(f"model: {name} (weights shipped with samkit, trained on generated scenes; for SAM 2.1 quality "
               "pass --checkpoint sam2.1_hiera_tiny.pt)")

@@ -41,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     dataset = open_dataset(args.format, args.data, args.split or "Test", layout=args.layout, images=args.images,
                            synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size, seed=args.seed,
-                           synthetic_photos=args.synthetic_photos)
+                           synthetic_photos=args.synthetic_photos, synthetic_objects=args.synthetic_objects)
     models = {}
     for kind, value, label in _labels(args):
         ns = argparse.Namespace(checkpoint=value if kind == "checkpoint" else None,

@@ -35,6 +35,8 @@ def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False, fo
     p.add_argument("--images", help="coco: the folder of the images (default: the JSON's folder)")
     p.add_argument("--synthetic-count", type=int, default=200, help="synthetic: number of random scenes")
     p.add_argument("--synthetic-size", type=int, default=256, help="synthetic: side of the scenes in pixels")
+    p.add_argument("--synthetic-objects", type=_int_range, default=(4, 12), metavar="MIN,MAX",
+                   help="synthetic: range of top-level objects per scene (the nano recipe trains on 1,4)")
     p.add_argument("--synthetic-photos", action="store_true",
                    help="synthetic: backgrounds and some textures from scikit-image's photos, as in the nano "
                         "recipe's training scenes")
@@ -42,7 +44,8 @@ def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False, fo
 
 def open_dataset(fmt: str, data: Optional[str], split: str = "Train", *, layout: str = "Simple",
                  images: Optional[str] = None, synthetic_count: int = 200, synthetic_size: int = 256,
-                 seed: int = 0, synthetic_photos: bool = False) -> Sequence[Any]:
+                 seed: int = 0, synthetic_photos: bool = False,
+                 synthetic_objects: tuple[int, int] = (4, 12)) -> Sequence[Any]:
     """A samkit dataset (``Sequence[Sample]``) from command-line style arguments.
 
     ``fmt``: ``labpics`` (``LabPicsDataset(data, split, layout)``), ``coco``
@@ -61,7 +64,7 @@ def open_dataset(fmt: str, data: Optional[str], split: str = "Train", *, layout:
 
             photos = dependency_photos()
         return SyntheticSceneDataset(synthetic_count, size=(synthetic_size, synthetic_size), seed=seed + offset,
-                                     photos=photos)
+                                     photos=photos, num_objects=tuple(synthetic_objects))
     if not data:
         raise ConfigError(f"--data is needed for the {fmt!r} format")
     if fmt == "labpics":
@@ -71,6 +74,16 @@ def open_dataset(fmt: str, data: Optional[str], split: str = "Train", *, layout:
     if fmt == "folder":
         return MaskFolderDataset(data)
     raise ConfigError(f"unknown dataset format {fmt!r}; choose from {', '.join(DATA_FORMATS)}")
+
+
+def _int_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (two integers), got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, got {text!r}")
+    return lo, hi
 
 
 def _parts(text: str) -> tuple[str, ...]:
@@ -156,14 +169,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         split = args.split or "Train"
         train_data = open_dataset(args.format, args.data, split, layout=args.layout, images=args.images,
                                   synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size,
-                                  seed=args.seed, synthetic_photos=args.synthetic_photos)
+                                  seed=args.seed, synthetic_photos=args.synthetic_photos,
+                                  synthetic_objects=args.synthetic_objects)
         val_data = None
         if args.val_data or args.val_split:
             val_data = open_dataset(args.format, args.val_data or args.data, args.val_split or "Test",
                                     layout=args.layout, images=args.images,
                                     synthetic_count=max(1, args.val_samples or 20),
                                     synthetic_size=args.synthetic_size, seed=args.seed,
-                                    synthetic_photos=args.synthetic_photos)
+                                    synthetic_photos=args.synthetic_photos,
+                                    synthetic_objects=args.synthetic_objects)
         lora = LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha or 2.0 * args.lora_rank) \
             if args.lora_rank else None
         parts = args.train_parts if args.train_parts is not None else (() if lora else ("mask_decoder", "prompt_encoder"))
