@@ -22,8 +22,8 @@ SLOWER = ["sam2.1_hiera_small", "sam2_hiera_small", "sam2.1_hiera_base_plus", "s
 
 
 def _pair(name: str):
-    if name == "samkit_nano":  # the shipped weights, loaded into the official code built like it
-        ours = samkit.build_model()
+    if name == "samkit_nano":  # its weights (shipped ones when the package has them), in the official code built like it
+        ours = samkit.build_model("samkit_nano")
         return build_oracle_like(ours.cfg, {k: v.clone() for k, v in ours.state_dict().items()}), ours
     oracle = build_oracle(name, seed=1)
     ours = samkit.build_model(name)
