@@ -1,18 +1,19 @@
 """Training recipes: the exact, reproducible runs that produce samkit's own models.
 
 ``samkit train --recipe nano --out DIR`` runs :data:`NANO`: the ``samkit_nano`` model from
-random weights, on generated data only, in two stages (as SAM 2 itself was trained: images
-first, then video):
+random weights, on generated data only, images first and video last (as SAM 2 itself was
+trained):
 
-1. ``images``: interactive training of the image encoder, prompt encoder and mask decoder on
-   generated scenes (:func:`~samkit.train.synthetic.make_scene`: many textured shapes,
-   occlusions, nested and touching objects; backgrounds and some textures are crops of the
-   photos scikit-image ships, except the two the demo uses).
+1. ``shapes``, ``images``, ``corrections``: interactive training of the image encoder, prompt
+   encoder and mask decoder on generated scenes (:func:`~samkit.train.synthetic.make_scene`:
+   textured shapes, occlusions, nested and touching objects; backgrounds and some textures are
+   crops of the photos scikit-image ships, except the two the demo uses), with more correction
+   clicks per step from stage to stage.
 2. ``clips``: the whole model, memory modules included, on generated clips of moving objects
    (:mod:`samkit.video.synthetic`): the first frame is prompted, the rest are tracked with
    memory and supervised, interleaved with image steps so the single-image skills stay.
 
-Each stage is a :class:`~samkit.train.trainer.Trainer` run in ``DIR/<stage>`` (resumable:
+Each stage is a :class:`~samkit.train.trainer.Trainer` run in ``DIR/<n>_<stage>`` (resumable:
 rerunning the command continues where a killed run stopped), and the result is exported to
 ``DIR/samkit_nano.safetensors``. Everything is seeded; on the same machine and torch build the
 run is repeatable.
