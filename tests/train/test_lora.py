@@ -7,11 +7,7 @@ import torch
 
 import samkit
 from samkit.checkpoint import read_checkpoint
-from samkit.configs import ModelConfig
 from samkit.errors import ConfigError
-from samkit.model.hiera import HieraConfig
-from samkit.model.memory import MemoryConfig
-from samkit.model.neck import NeckConfig
 from samkit.model.sam2 import SAM2Model
 from samkit.train.lora import (
     LoRAConfig,
@@ -26,19 +22,7 @@ from samkit.train.lora import (
 from samkit.train.prompts import ClickConfig
 from samkit.train.synthetic import SyntheticSceneDataset
 from samkit.train.trainer import Trainer, TrainConfig
-
-
-def tiny_config() -> ModelConfig:
-    return ModelConfig(name="lora_tiny", image_size=64,
-                       hiera=HieraConfig(embed_dim=16, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,),
-                                         window_pos_embed_bkg_spatial_size=(4, 4), window_spec=(4, 4, 2, 2)),
-                       neck=NeckConfig(d_model=64),
-                       memory=MemoryConfig(d_model=64, num_layers=1, dim_feedforward=64), decoder_mlp_dim=128)
-
-
-def _model(seed: int = 0) -> SAM2Model:
-    torch.manual_seed(seed)
-    return samkit.build_model(tiny_config())
+from tests.train.test_trainer import _model, tiny_config  # the same tiny model as the trainer tests
 
 
 def test_wrapping_keeps_base_keys_and_output():
