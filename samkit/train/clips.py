@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from samkit.errors import DatasetError
 from samkit.model.sam2 import SAM2Model
-from samkit.train.losses import LossWeights, mask_iou, sam_loss
+from samkit.train.losses import LossWeights, feature_scale_penalty, mask_iou, sam_loss
 from samkit.train.prompts import ClickConfig, sample_first_prompt
 from samkit.video.tracking import Tracker, plan_memory
 
@@ -155,6 +155,8 @@ def clip_loss(model: SAM2Model, images: torch.Tensor, targets: torch.Tensor, *, 
     pointers: list[torch.Tensor] = []
     memory_pos: Optional[torch.Tensor] = None
     total = torch.zeros((), device=images.device)
+    if encoder_trains and weights.feature_scale > 0:
+        total = total + weights.feature_scale * feature_scale_penalty(bb.features)
     sums = dict(focal=0.0, dice=0.0, iou=0.0, object=0.0)
     iou_first, tracked = 0.0, []
     for t in range(n_frames):

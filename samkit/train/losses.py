@@ -8,11 +8,15 @@ the others stay free to cover other valid readings of an ambiguous prompt.
 
 Shapes: ``mask_logits`` ``B x M x H x W``, ``targets`` and ``ignore`` ``B x 1 x H x W``
 (``B x H x W`` accepted), ``iou_pred`` ``B x M``, ``object_score_logits`` ``B x 1``.
+
+:func:`feature_scale_penalty` is a regulariser on the image features for training from
+random weights (it is 0 by default).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal, Optional
 
 import torch
@@ -27,6 +31,7 @@ __all__ = [
     "iou_prediction_loss",
     "object_score_loss",
     "sam_loss",
+    "feature_scale_penalty",
 ]
 
 
@@ -38,6 +43,7 @@ class LossWeights:
     dice: float = 1.0  # dice loss on the mask probabilities
     iou: float = 1.0  # regression of the predicted IoU onto the real IoU
     object_score: float = 1.0  # BCE of the object score (is the object in the image?)
+    feature_scale: float = 0.0  # image features above unit RMS per pixel (see feature_scale_penalty)
 
 
 @dataclass
@@ -202,6 +208,26 @@ def object_score_loss(object_score_logits: torch.Tensor, targets: torch.Tensor) 
     return F.binary_cross_entropy_with_logits(
         object_score_logits, present.to(object_score_logits.dtype), reduction="none"
     )
+
+
+def feature_scale_penalty(features: Sequence[torch.Tensor], limit: float = 1.0) -> torch.Tensor:
+    """Keeps image features on the scale of the prompt position encodings.
+
+    For every ``B x C x h x w`` map in ``features`` (the image encoder's outputs), each pixel's
+    root-mean-square over channels is compared with ``limit``; the squared excess is averaged
+    over pixels and summed over maps. Below the limit the penalty is 0.
+
+    Why: the mask decoder finds the prompted object by matching the prompt's position encoding
+    (unit-scale sines and cosines) with the pixels' encodings, which are *added* to the image
+    features. Trained from random weights without this term, the features of ``samkit_nano``
+    grew to an RMS of about 30 per channel within 1,500 steps, the position encodings were
+    drowned, and the decoder stopped using the prompt at all (the same mask for every click).
+    """
+    total = features[0].new_zeros(()) if features else torch.zeros(())
+    for f in features:
+        rms = f.float().pow(2).mean(dim=1).add(1e-6).sqrt()  # B x h x w
+        total = total + torch.relu(rms - limit).pow(2).mean()
+    return total
 
 
 def sam_loss(

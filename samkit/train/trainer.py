@@ -77,7 +77,7 @@ from samkit.model.sam2 import SAM2Model
 from samkit.train.clips import ClipSample, clip_loss
 from samkit.train.datasets import Sample
 from samkit.train.lora import LoRAConfig, apply_lora, lora_state_dict, merged_copy
-from samkit.train.losses import LossWeights, mask_iou, sam_loss
+from samkit.train.losses import LossWeights, feature_scale_penalty, mask_iou, sam_loss
 from samkit.train.prompts import ClickConfig, round_schedule, sample_correction_click, sample_first_prompt
 
 __all__ = [
@@ -602,6 +602,8 @@ class Trainer:
                 if r == 0:
                     first_iou = iou
                 last_iou = iou
+        if self.encoder_trains and cfg.loss_weights.feature_scale > 0:
+            total = total + cfg.loss_weights.feature_scale * feature_scale_penalty(bb.features)
         n_runs = 1 + len(schedule)
         stats = {k: v / n_runs for k, v in sums.items()}
         stats.update(iou_first=first_iou, iou_last=last_iou, objects=float(n_obj))

@@ -12,7 +12,7 @@ import torch
 import samkit
 from samkit.errors import ConfigError, DatasetError
 from samkit.train.clips import ClipSample, SyntheticClipDataset, clip_loss
-from samkit.train.losses import LossWeights
+from samkit.train.losses import LossWeights, feature_scale_penalty
 from samkit.train.prompts import ClickConfig
 from samkit.train.synthetic import SyntheticSceneDataset
 from samkit.train.trainer import Trainer, TrainConfig, parameter_part
@@ -85,6 +85,26 @@ def test_clip_loss_trains_the_memory_modules_through_tracked_frames():
     res1.total.backward()
     assert model.memory_attention.layers[0].cross_attn_image.q_proj.weight.grad is None
     assert math.isnan(res1.iou_tracked)
+
+
+def test_clip_loss_adds_the_feature_scale_penalty_when_the_encoder_trains():
+    model = _model()
+    with torch.no_grad():
+        for p in model.image_encoder.neck.parameters():
+            p.mul_(20.0)
+    frames, targets = _clip_tensors(num_frames=2)
+
+    def total(weight: float, encoder_trains: bool = True) -> float:
+        with torch.no_grad():
+            return float(clip_loss(model, frames, targets, clicks=ClickConfig(prob_box=0.0),
+                                   weights=LossWeights(1, 1, 1, 1, feature_scale=weight),
+                                   generator=torch.Generator().manual_seed(0), encoder_trains=encoder_trains).total)
+
+    with torch.no_grad():
+        penalty = float(feature_scale_penalty(model.forward_image(frames).features))
+    assert penalty > 1.0
+    assert total(2.0) - total(0.0) == pytest.approx(2.0 * penalty, rel=1e-4)
+    assert total(2.0, encoder_trains=False) == pytest.approx(total(0.0), rel=1e-6)  # a frozen encoder: no term
 
 
 def test_clip_loss_equals_the_video_predictor_on_the_tracked_frames():

@@ -10,6 +10,7 @@ import torch
 from samkit.train.losses import (
     LossWeights,
     dice_loss,
+    feature_scale_penalty,
     iou_prediction_loss,
     mask_iou,
     object_score_loss,
@@ -172,3 +173,16 @@ def test_shape_errors() -> None:
         sam_loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3), torch.zeros(2, 1, 5, 4))
     with pytest.raises(ValueError):
         sam_loss(torch.zeros(2, 3, 4, 4), torch.zeros(2, 1), torch.zeros(2, 1, 4, 4))
+
+
+def test_feature_scale_penalty_known_values() -> None:
+    small = torch.full((2, 8, 3, 3), 0.9)  # RMS 0.9 <= 1: no penalty, no gradient
+    assert float(feature_scale_penalty([small])) == 0.0
+    big = torch.full((1, 4, 2, 2), 3.0, requires_grad=True)  # RMS 3: (3 - 1)^2 = 4 per pixel
+    mixed = torch.zeros(1, 2, 1, 2)
+    mixed[0, :, 0, 0] = 5.0  # one pixel of RMS 5 -> 16, one of 0 -> 0: mean 8
+    value = feature_scale_penalty([big, mixed])
+    assert value.item() == pytest.approx(4.0 + 8.0, rel=1e-5)
+    value.backward()
+    assert (big.grad > 0).all()  # descending it shrinks the features
+    assert float(feature_scale_penalty([small], limit=0.5)) == pytest.approx(0.16, rel=1e-4)

@@ -24,6 +24,9 @@ def test_nano_recipe_definition():
     assert [s.name for s in NANO.stages][-1] == "clips"
     assert "memory" in NANO.stages[-1].train.train_parts and NANO.stages[-1].clips > 0
     assert all("memory" not in s.train.train_parts for s in NANO.stages[:-1])
+    # training from random weights needs the aligned decoder attention and bounded features
+    assert NANO.attention_init_gain > 0
+    assert all(s.train.loss_weights.feature_scale > 0 for s in NANO.stages)
     # the shipped file must stay under 25 MB: parameters and buffers in float32
     model = SAM2Model(get_config("samkit_nano"))
     size = sum(t.numel() * 4 for t in list(model.parameters()) + list(model.buffers()))
@@ -45,10 +48,17 @@ def _tiny_recipe() -> Recipe:
     ))
 
 
-def test_run_recipe_end_to_end_and_rerun_skips_finished_stages(tmp_path):
+def test_run_recipe_end_to_end_and_rerun_skips_finished_stages(tmp_path, monkeypatch):
+    import samkit.train.initialization as initialization
+
     recipe = _tiny_recipe()
+    aligned = []
+    real_align = initialization.align_prompt_attention
+    monkeypatch.setattr(initialization, "align_prompt_attention",
+                        lambda model, gain: aligned.append(gain) or real_align(model, gain))
     torch.manual_seed(0)
     result = run_recipe(recipe, tmp_path, progress=False, log=lambda s: None)
+    assert aligned == [recipe.attention_init_gain]  # once, on the random start
     path = result["checkpoint"]
     assert path == tmp_path / "trainer_tiny.safetensors" and path.is_file()
     model = samkit.build_model(checkpoint=path)

@@ -19,6 +19,7 @@ from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
 from samkit.model.neck import NeckConfig
 from samkit.model.sam2 import SAM2Model
+from samkit.train.losses import LossWeights, feature_scale_penalty
 from samkit.train.lora import LoRAConfig
 from samkit.train.prompts import ClickConfig
 from samkit.train.synthetic import SyntheticSceneDataset
@@ -105,6 +106,28 @@ def test_steps_reduce_the_loss(data):
     assert after < 0.75 * before, (before, after, losses)
     assert sum(losses[-5:]) < sum(losses[:5])
     assert trainer.step == cfg.steps
+
+
+def test_feature_scale_penalty_enters_the_loss_once_per_image_batch(data):
+    model = _model()
+    with torch.no_grad():  # blow the features up so that the penalty is far from 0
+        for p in model.image_encoder.neck.parameters():
+            p.mul_(20.0)
+    parts = ("image_encoder", "prompt_encoder", "mask_decoder")
+    losses = []
+    for weight in (0.0, 0.5):
+        cfg = TrainConfig(steps=1, batch_size=2, clicks=FEW_ROUNDS, train_parts=parts,
+                          loss_weights=LossWeights(focal=1.0, feature_scale=weight))
+        trainer = Trainer(model, data, cfg, progress=False)
+        batch = trainer._prepare([data[0], data[1]])
+        trainer.data_generator.manual_seed(1)
+        trainer.prompt_generator.manual_seed(2)
+        with torch.no_grad():
+            losses.append(float(trainer._interactive_loss(batch)[0]))
+    with torch.no_grad():
+        penalty = float(feature_scale_penalty(model.forward_image(batch.images).features))
+    assert penalty > 1.0
+    assert losses[1] - losses[0] == pytest.approx(0.5 * penalty, rel=1e-4)
 
 
 def test_only_the_chosen_parts_change(data):
