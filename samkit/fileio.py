@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,8 +36,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None: JSON has no NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
-    return write_bytes(path, json.dumps(obj, indent=indent).encode())
+    """Write ``obj`` as strict JSON, atomically; NaN and infinite floats become ``null``."""
+    return write_bytes(path, json.dumps(_json_safe(obj), indent=indent, allow_nan=False).encode())
 
 
 def write_image(path: str | os.PathLike, image: Image.Image) -> Path:

@@ -8,7 +8,7 @@ what was wrong. It wraps a :class:`~samkit.model.sam2.SAM2Model`; it is not one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -260,6 +260,23 @@ class ImagePredictor:
         high = [f[img_idx].unsqueeze(0) for f in self._features["high_res_feats"]] or None
         out = self.model.decode(embed, high, points, boxes, mask_input, multimask_output, repeat_image=b > 1)
         return out.masks, out.iou
+
+    @torch.inference_mode()
+    def predict_low_res_selected(self, point_coords: torch.Tensor, point_labels: torch.Tensor,
+                                 select: Callable[[torch.Tensor], torch.Tensor],
+                                 img_idx: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_low_res` with multimask output, making masks only where needed:
+        ``select`` gets the predicted IoUs ``B x 3`` and returns a ``B`` boolean tensor of the
+        prompts whose masks are wanted. Returns ``(low-res logits B' x 3 x 4h x 4w of the
+        selected prompts, iou B x 3 of all, rows B' their sorted indices)``. The logits are
+        those :meth:`predict_low_res` gives; skipping the others saves most of the decoder's
+        time when few prompts pass (the automatic mask generator's IoU filter)."""
+        self._require_image("predict_low_res_selected")
+        embed = self._features["image_embed"][img_idx].unsqueeze(0)
+        high = [f[img_idx].unsqueeze(0) for f in self._features["high_res_feats"]] or None
+        out = self.model.decode(embed, high, (point_coords, point_labels), None, None, True,
+                                repeat_image=point_coords.shape[0] > 1, select=select)
+        return out.masks, out.iou, out.rows
 
     def _predict(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                  boxes: torch.Tensor | None = None, mask_input: torch.Tensor | None = None,

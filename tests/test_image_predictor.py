@@ -143,3 +143,32 @@ def test_hole_and_speck_removal_on_cpu():
     assert cleaned[0, 0, 4:20, 4:20].all() and cleaned.sum() == 16 * 16
     small = CoordTransforms(32, max_hole_area=3, max_sprinkle_area=3).postprocess_masks(logits, (32, 32)) > 0
     assert not small[0, 0, 10, 10] and small[0, 0, 28, 28]
+
+
+def test_masks_of_selected_prompts_only(predictor, image):
+    """predict_low_res_selected: the IoUs of every prompt, the masks of the selected ones,
+    equal to a full decoder run's."""
+    predictor.set_image(image)
+    rng = np.random.default_rng(2)
+    coords = torch.as_tensor(rng.uniform(0, 256, size=(24, 1, 2)), dtype=torch.float32)
+    labels = torch.ones(24, 1, dtype=torch.int)
+    full_low, full_iou = predictor.predict_low_res(coords, labels, multimask_output=True)
+    wanted = full_iou.max(dim=1).values > full_iou.max(dim=1).values.median()  # about half
+    seen = []
+
+    def select(iou):
+        seen.append(iou.clone())
+        return iou.max(dim=1).values > iou.max(dim=1).values.median()
+
+    low, iou, rows = predictor.predict_low_res_selected(coords, labels, select)
+    assert torch.equal(seen[0], full_iou) and torch.equal(iou, full_iou)
+    assert rows.tolist() == torch.nonzero(wanted).flatten().tolist() and 0 < len(rows) < 24
+    assert low.shape == (len(rows), 3, 64, 64)
+    assert (low - full_low[rows]).abs().max() < 1e-5
+    # nothing selected: no masks, still every IoU
+    low, iou, rows = predictor.predict_low_res_selected(coords, labels, lambda i: torch.zeros(len(i), dtype=torch.bool))
+    assert low.shape == (0, 3, 64, 64) and rows.numel() == 0 and torch.equal(iou, full_iou)
+    with pytest.raises(ValueError, match="multimask_output=True"):
+        predictor.model.decode(predictor._features["image_embed"][-1][None],
+                               [f[-1][None] for f in predictor._features["high_res_feats"]],
+                               (coords, labels), multimask_output=False, select=lambda i: i[:, 0] > 0)

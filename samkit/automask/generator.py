@@ -252,16 +252,29 @@ class AutoMaskGenerator:
         count of the decoder call that made them."""
         cfg = self.config
         pts = torch.as_tensor(points, dtype=torch.float32, device=self.predictor.device)
-        low, iou = self._decode(pts, crop_hw)
-        channels = low.shape[1]  # masks per point
-        low, iou = low.flatten(0, 1), iou.flatten(0, 1)  # K x h x w, K
-        pts = pts.repeat_interleave(channels, dim=0)  # K x 2
-        if cfg.use_m2m:
-            low, iou = self._refine(pts, low, crop_hw)
-            channels = 1
-        if cfg.pred_iou_thresh > 0.0:
-            keep = iou > cfg.pred_iou_thresh
-            low, iou, pts = low[keep], iou[keep], pts[keep]
+        iou_first = (cfg.pred_iou_thresh > 0.0 and cfg.multimask_output and not cfg.use_m2m
+                     and hasattr(self.predictor, "predict_low_res_selected"))
+        if iou_first:
+            # the IoU filter needs no mask: make masks only for points with a candidate that passes it
+            coords = self.predictor._transforms.transform_coords(pts, normalize=True, orig_hw=crop_hw)
+            labels = torch.ones(coords.shape[0], 1, dtype=torch.int, device=coords.device)
+            low, iou_all, rows = self.predictor.predict_low_res_selected(
+                coords[:, None, :], labels, lambda iou: (iou > cfg.pred_iou_thresh).any(dim=1))
+            channels = iou_all.shape[1]
+            keep = (iou_all[rows] > cfg.pred_iou_thresh).flatten()
+            low, iou = low.flatten(0, 1)[keep], iou_all[rows].flatten()[keep]
+            pts = pts[rows].repeat_interleave(channels, dim=0)[keep]
+        else:
+            low, iou = self._decode(pts, crop_hw)
+            channels = low.shape[1]  # masks per point
+            low, iou = low.flatten(0, 1), iou.flatten(0, 1)  # K x h x w, K
+            pts = pts.repeat_interleave(channels, dim=0)  # K x 2
+            if cfg.use_m2m:
+                low, iou = self._refine(pts, low, crop_hw)
+                channels = 1
+            if cfg.pred_iou_thresh > 0.0:
+                keep = iou > cfg.pred_iou_thresh
+                low, iou, pts = low[keep], iou[keep], pts[keep]
         if cfg.min_mask_region_area > 0:
             area = cfg.min_mask_region_area
             low = fill_holes_and_sprinkles(low, area, area, threshold=self.predictor.mask_threshold)

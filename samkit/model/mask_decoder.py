@@ -3,6 +3,7 @@ estimates and an object score."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,12 +21,17 @@ class DecoderOutput:
     ``iou``: ``B x M`` predicted IoU; ``tokens``: ``B x M' x C`` mask tokens used for the
     object pointer (M' = 3 with multimask output and ``use_multimask_token_for_obj_ptr``,
     else 1); ``object_score``: ``B x 1`` logit that the object is present.
+
+    ``rows``: None, or (when the caller asked for masks of some prompts only, see
+    :meth:`MaskDecoder.forward`) the ``B'`` sorted prompt indices whose masks were computed;
+    ``masks`` is then ``B' x M x 4h x 4w`` while the other fields keep all ``B`` prompts.
     """
 
     masks: torch.Tensor
     iou: torch.Tensor
     tokens: torch.Tensor
     object_score: torch.Tensor
+    rows: torch.Tensor | None = None
 
 
 def stability_scores(logits: torch.Tensor, delta: float) -> torch.Tensor:
@@ -86,14 +92,27 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
                 multimask_output: bool, repeat_image: bool,
-                high_res_features: list[torch.Tensor] | None = None) -> DecoderOutput:
+                high_res_features: list[torch.Tensor] | None = None,
+                select: Callable[[torch.Tensor], torch.Tensor] | None = None) -> DecoderOutput:
         """``image_embeddings``: ``1 x C x h x w`` if ``repeat_image`` (shared by all ``B``
         prompts) else ``B x C x h x w``; ``image_pe``: ``1 x C x h x w``; sparse ``B x N x C``;
         dense ``B x C x h x w``; ``high_res_features``: ``[B' x C/8 x 4h x 4w, B' x C/4 x 2h x 2w]``
-        with ``B'`` = 1 or B like the image embeddings."""
-        masks, iou, mask_tokens, obj = self.predict_masks(
+        with ``B'`` = 1 or B like the image embeddings.
+
+        ``select`` (multimask output only): called with the predicted IoUs ``B x M`` before any
+        mask is made, returns a ``B`` boolean tensor of the prompts whose masks are needed; the
+        mask upscaling, most of the decoder's cost, then runs for those prompts only (see
+        :attr:`DecoderOutput.rows`). The masks it returns are those of a full run.
+        """
+        if select is not None and not multimask_output:
+            raise ValueError("select needs multimask_output=True")
+        pick = (lambda iou4: select(iou4[:, 1:])) if select is not None else None
+        masks, iou, mask_tokens, obj, rows = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features)
+            repeat_image, high_res_features, pick)
+        if rows is not None:
+            return DecoderOutput(masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:] if self.use_multimask_token_for_obj_ptr
+                                 else mask_tokens[:, :1], obj, rows)
         if multimask_output:
             masks, iou = masks[:, 1:], iou[:, 1:]
         elif self.dynamic_multimask_via_stability and not self.training:
@@ -106,9 +125,11 @@ class MaskDecoder(nn.Module):
 
     def predict_masks(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                       sparse: torch.Tensor, dense: torch.Tensor, repeat_image: bool,
-                      high_res_features: list[torch.Tensor] | None):
+                      high_res_features: list[torch.Tensor] | None,
+                      select: Callable[[torch.Tensor], torch.Tensor] | None = None):
         """All ``1 + num_multimask_outputs`` masks: ``(masks B x 4 x 4h x 4w, iou B x 4,
-        mask tokens B x 4 x C, object score B x 1)``."""
+        mask tokens B x 4 x C, object score B x 1, rows)``; with ``select`` (``iou B x 4`` ->
+        ``B`` bool) only the selected prompts' masks, ``rows`` their indices, else None."""
         b = sparse.shape[0]
         heads = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
@@ -133,24 +154,32 @@ class MaskDecoder(nn.Module):
         iou_out = hs[:, s]
         mask_tokens = hs[:, s + 1: s + 1 + self.num_mask_tokens]
         src = keys.transpose(1, 2).reshape(b, c, h, w)
+        iou = self.iou_prediction_head(iou_out)
+        rows = None
+        if select is not None:
+            rows = torch.nonzero(select(iou)).flatten()
+            src, mask_tokens_used = src[rows], mask_tokens[rows]
+        else:
+            mask_tokens_used = mask_tokens
         up1, norm, act1, up2, act2 = self.output_upscaling
         if self.use_high_res_features:
             if high_res_features is None:
                 raise ValueError("this decoder needs the high-resolution features")
             s0, s1 = high_res_features
+            if rows is not None and s0.shape[0] != 1:
+                s0, s1 = s0[rows], s1[rows]
             x = act1(norm(up1(src) + s1))
             x = act2(up2(x) + s0)
         else:
             x = act2(up2(act1(norm(up1(src)))))
-        hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
+        hyper = torch.stack([mlp(mask_tokens_used[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
         bx, cx, hx, wx = x.shape
-        masks = (hyper @ x.flatten(2)).view(bx, -1, hx, wx)
-        iou = self.iou_prediction_head(iou_out)
+        masks = (hyper @ x.flatten(2)).view(bx, hyper.shape[1], hx, wx)
         if self.pred_obj_scores:
             obj = self.pred_obj_score_head(hs[:, 0])
         else:
             obj = iou.new_full((iou.shape[0], 1), 10.0)
-        return masks, iou, mask_tokens, obj
+        return masks, iou, mask_tokens, obj, rows
 
     def _select_stable(self, masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Single-mask output with a fallback: when the single mask (token 0) is unstable,

@@ -14,6 +14,7 @@ It offers the building blocks the predictors and the trainer compose:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -160,8 +161,9 @@ class SAM2Model(nn.Module):
     def decode(self, embed: torch.Tensor, high_res: list[torch.Tensor] | None,
                points: tuple[torch.Tensor, torch.Tensor] | None = None, boxes: torch.Tensor | None = None,
                mask_input: torch.Tensor | None = None, multimask_output: bool = True,
-               repeat_image: bool = False) -> DecoderOutput:
-        """Prompt encoder + mask decoder.
+               repeat_image: bool = False,
+               select: Callable[[torch.Tensor], torch.Tensor] | None = None) -> DecoderOutput:
+        """Prompt encoder + mask decoder (``select``: see :meth:`MaskDecoder.forward`).
 
         ``points``: ``(B x N x 2, B x N)`` in model-input pixels (labels -1/0/1/2/3);
         ``boxes``: ``B x 4`` XYXY in model-input pixels, merged in front of the points as
@@ -178,7 +180,7 @@ class SAM2Model(nn.Module):
         sparse, dense = self.sam_prompt_encoder(points, None, mask_input)
         return self.sam_mask_decoder(embed, self.sam_prompt_encoder.get_dense_pe(), sparse, dense,
                                      multimask_output=multimask_output, repeat_image=repeat_image,
-                                     high_res_features=high_res)
+                                     high_res_features=high_res, select=select)
 
     # ------------------------------------------------------------------ video/training heads
     def forward_sam_heads(self, vision: torch.Tensor, points: tuple[torch.Tensor, torch.Tensor] | None = None,

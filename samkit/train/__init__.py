@@ -8,7 +8,8 @@ from samkit.train.datasets import (
     decode_coco_segmentation,
 )
 from samkit.train.lora import LoRAConfig, apply_lora, merge_lora, merged_copy
-from samkit.train.losses import LossTerms, LossWeights, sam_loss
+from samkit.train.initialization import align_prompt_attention
+from samkit.train.losses import LossTerms, LossWeights, feature_scale_penalty, sam_loss
 from samkit.train.prompts import (
     ClickConfig,
     Prompt,
@@ -48,6 +49,8 @@ __all__ = [
     "LossWeights",
     "LossTerms",
     "sam_loss",
+    "feature_scale_penalty",
+    "align_prompt_attention",
     "LoRAConfig",
     "apply_lora",
     "merge_lora",

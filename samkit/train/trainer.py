@@ -58,7 +58,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -482,16 +482,13 @@ class Trainer:
             masks = torch.from_numpy(np.ascontiguousarray(sample.masks))
             ignore = None if sample.ignore is None else torch.from_numpy(np.ascontiguousarray(sample.ignore))
             ign_s = _resize_masks(ignore[None], (s, s))[0] if ignore is not None else None
-            # Draw objects in a random order and keep the first max_objects big enough ones.
-            order = torch.randperm(masks.shape[0], generator=self.data_generator).tolist() if masks.shape[0] else []
-            chosen: list[torch.Tensor] = []
-            for k in order:
-                m = _resize_masks(masks[k:k + 1], (s, s))[0]
-                valid = m if ign_s is None else m & ~ign_s
-                if int(valid.sum()) >= max(1, self.cfg.min_object_area):
-                    chosen.append(m)
-                    if len(chosen) == self.cfg.max_objects:
-                        break
+            resized: dict[int, torch.Tensor] = {}
+
+            def area(k: int) -> int:
+                resized[k] = _resize_masks(masks[k:k + 1], (s, s))[0]
+                return int((resized[k] if ign_s is None else resized[k] & ~ign_s).sum())
+
+            chosen = [resized[k] for k in self._pick_objects(masks.shape[0], area)]
             if not chosen:
                 continue
             t = torch.stack(chosen)
@@ -516,6 +513,19 @@ class Trainer:
         return _Batch(images=torch.cat(images), targets=torch.cat(targets).to(self.device),
                       ignore=ignore_t, image_of=torch.tensor(image_of, device=self.device))
 
+    def _pick_objects(self, count: int, area: Callable[[int], int]) -> list[int]:
+        """Indices of up to ``max_objects`` of ``count`` objects, drawn in a random order (the
+        data generator's), keeping those whose ``area(index)`` (model-input pixels) is at
+        least ``min_object_area``."""
+        order = torch.randperm(count, generator=self.data_generator).tolist() if count else []
+        keep: list[int] = []
+        for k in order:
+            if area(k) >= max(1, self.cfg.min_object_area):
+                keep.append(k)
+                if len(keep) == self.cfg.max_objects:
+                    break
+        return keep
+
     def _next_clip(self, micro: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """The clip of this process's ``micro``-th micro-batch of the current step, ready for
         :func:`~samkit.train.clips.clip_loss`: ``(frames T x 3 x S x S, targets O x T x S x S)``,
@@ -530,8 +540,7 @@ class Trainer:
         masks = _resize_masks(torch.from_numpy(np.ascontiguousarray(clip.masks)).flatten(0, 1), (s, s))
         masks = masks.view(k, t, s, s)
         first_area = masks[:, 0].flatten(1).sum(dim=1)
-        order = torch.randperm(k, generator=self.data_generator).tolist()
-        keep = [i for i in order if int(first_area[i]) >= max(1, self.cfg.min_object_area)][:self.cfg.max_objects]
+        keep = self._pick_objects(k, lambda i: int(first_area[i]))
         if not keep:
             return None
         targets = masks[keep].to(self.device)

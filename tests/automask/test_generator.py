@@ -195,3 +195,37 @@ def test_real_model_same_records_as_official_algorithm():
     ref = ref_gen.generate(image)
     assert len(ref) >= 1
     _assert_same_records(AutoMaskGenerator(predictor, **kwargs).generate(image), ref)
+
+
+def test_iou_first_path_gives_the_records_of_the_full_path(monkeypatch):
+    """With an IoU threshold, samkit asks the predictor for the masks of points that have a
+    candidate above it only; the records equal those of decoding every mask."""
+    samkit = pytest.importorskip("samkit")
+    from samkit.image_predictor import ImagePredictor
+    from tests.test_image_predictor import SMALL
+
+    torch.manual_seed(0)
+    predictor = ImagePredictor(samkit.build_model(SMALL))
+    image = _image(180, 240)
+    predictor.set_image(image)
+    grid = torch.as_tensor(AutoMaskConfig(points_per_side=6).grids()[0] * 256, dtype=torch.float32)
+    _, iou = predictor.predict_low_res(grid[:, None], torch.ones(len(grid), 1, dtype=torch.int))
+    best = iou.max(dim=1).values
+    thresh = float(best.median())  # about half of the points have a candidate above it
+    # random weights: candidates overlap heavily, so NMS keeps all (threshold 1)
+    kwargs = dict(points_per_side=6, pred_iou_thresh=thresh, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    calls = []
+    real = ImagePredictor.predict_low_res_selected
+
+    def spy(self, *args, **kw):
+        out = real(self, *args, **kw)
+        calls.append((len(out[2]), out[1].shape[0]))
+        return out
+
+    monkeypatch.setattr(ImagePredictor, "predict_low_res_selected", spy)
+    fast = AutoMaskGenerator(predictor, **kwargs).generate(image)
+    assert calls and 0 < sum(c[0] for c in calls) < sum(c[1] for c in calls)  # some points skipped
+    monkeypatch.delattr(ImagePredictor, "predict_low_res_selected")
+    full = AutoMaskGenerator(predictor, **kwargs).generate(image)
+    assert len(full) >= 3
+    _assert_same_records(fast, full)
