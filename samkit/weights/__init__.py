@@ -3,10 +3,10 @@
 Only samkit's own models are here (pretrained SAM 2 weights are Meta's, and are loaded from a
 file the user has: ``build_model(checkpoint="sam2.1_hiera_tiny.pt")``).
 
-``samkit_nano.safetensors`` is meant to hold the default model, produced by ``samkit train
---recipe nano`` (see :mod:`samkit.train.recipes`). It is not shipped yet: the recipe's result
-on a 2-core CPU is too weak to be a default (README, *The default model*); until a better run
-lands here, the default model has random weights.
+``samkit_nano.safetensors`` holds the default model, produced by ``samkit train --recipe nano``
+(see :mod:`samkit.train.recipes`) on generated scenes and clips only; its measured quality is in
+the README (*The default model*). A build of the package without the file falls back to random
+weights with a warning.
 """
 
 from __future__ import annotations

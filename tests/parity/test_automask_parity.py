@@ -31,8 +31,9 @@ ndimage = pytest.importorskip("scipy.ndimage")
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "images"
 
-# thresholds a little below the defaults, so that a small model keeps enough masks
-BASE = dict(points_per_side=12, pred_iou_thresh=0.7, stability_score_thresh=0.85)
+# thresholds below the defaults (0.8 / 0.95), so that many of the small model's masks survive
+# (about 25-30 on each photo, with 12 x 12 points)
+BASE = dict(points_per_side=12, pred_iou_thresh=0.5, stability_score_thresh=0.7)
 CASES = {
     "plain": BASE,
     "crops": dict(BASE, points_per_side=8, crop_n_layers=1, crop_n_points_downscale_factor=2),
