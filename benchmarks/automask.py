@@ -1,7 +1,8 @@
 """Automatic mask generation: samkit vs the official package, same weights, same image.
 
     python benchmarks/automask.py [--image PATH] [--points-per-side 32] [--model sam2.1_hiera_tiny]
-    python benchmarks/automask.py --model samkit_nano     # the shipped default model's trained weights
+    python benchmarks/automask.py --model samkit_nano --pred-iou-thresh 0.6 --stability-score-thresh 0.8
+        # the shipped default model's trained weights, at thresholds its masks pass
 
 Prints the time of ``generate()`` for both, the ratio, samkit's time in the image embedding
 and in the rest (decoder and post-processing), and whether both returned the same masks.
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--model", default="sam2.1_hiera_tiny")
     ap.add_argument("--image", default=str(TRUCK) if TRUCK.exists() else None)
     ap.add_argument("--points-per-side", type=int, default=32)
+    ap.add_argument("--pred-iou-thresh", type=float, default=0.8, help="the official default: 0.8")
+    ap.add_argument("--stability-score-thresh", type=float, default=0.95, help="the official default: 0.95")
     args = ap.parse_args()
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
@@ -59,7 +62,8 @@ def main() -> None:
         ours = samkit.build_model(args.model)
         ours.load_state_dict(oracle.state_dict())
         weights = "random weights"
-    kw = dict(points_per_side=args.points_per_side)
+    kw = dict(points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
+              stability_score_thresh=args.stability_score_thresh)
     og, sg = SAM2AutomaticMaskGenerator(oracle, **kw), AutoMaskGenerator(ours, **kw)
     e = oracle.image_size // 16  # the official predictor assumes a 1024-px input: tell it the feature sizes
     og.predictor._bb_feat_sizes = [(4 * e, 4 * e), (2 * e, 2 * e), (e, e)]
@@ -80,7 +84,8 @@ def main() -> None:
         np.array_equal(x["segmentation"], y["segmentation"]) for x, y in
         zip(sorted(a, key=lambda r: -r["area"]), sorted(b, key=lambda r: -r["area"])))
     h, w = image.shape[:2]
-    print(f"{args.model} ({weights}), {what} ({w}x{h}), points_per_side={args.points_per_side}, fp32 CPU, "
+    print(f"{args.model} ({weights}), {what} ({w}x{h}), points_per_side={args.points_per_side}, "
+          f"pred_iou_thresh={args.pred_iou_thresh}, stability_score_thresh={args.stability_score_thresh}, fp32 CPU, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}")
     print("| | official (s) | samkit (s) | speed-up |")
     print("|---|---|---|---|")
