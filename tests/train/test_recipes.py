@@ -21,7 +21,10 @@ from tests.train.test_trainer import FEW_ROUNDS, tiny_config
 def test_nano_recipe_definition():
     assert get_recipe("nano") is NANO
     assert NANO.model == "samkit_nano"
-    assert [s.name for s in NANO.stages][-1] == "clips"
+    assert [s.name for s in NANO.stages] == ["decoder", "shapes", "images", "corrections", "clips"]
+    # the first stage trains the decoder on the frozen random image encoder, the others everything
+    assert "image_encoder" not in NANO.stages[0].train.train_parts
+    assert all("image_encoder" in s.train.train_parts for s in NANO.stages[1:])
     assert "memory" in NANO.stages[-1].train.train_parts and NANO.stages[-1].clips > 0
     assert all("memory" not in s.train.train_parts for s in NANO.stages[:-1])
     # training from random weights needs the aligned decoder attention and bounded features
