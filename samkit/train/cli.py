@@ -96,6 +96,24 @@ def _parts(text: str) -> tuple[str, ...]:
     return parts
 
 
+def _part_lr(text: str) -> tuple[tuple[str, float], ...]:
+    from samkit.train.trainer import TRAIN_PARTS
+
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        part, _, factor = item.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = -1.0
+        if part not in TRAIN_PARTS or value <= 0:
+            raise argparse.ArgumentTypeError(
+                f"--part-lr takes PART=FACTOR[,PART=FACTOR] with PART one of {','.join(TRAIN_PARTS)} and FACTOR > 0, "
+                f"got {text!r}")
+        out.append((part, value))
+    return tuple(out)
+
+
 def _loss_weights(text: str) -> tuple[float, float, float, float]:
     try:
         vals = tuple(float(v) for v in text.split(","))
@@ -184,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         parts = args.train_parts if args.train_parts is not None else (() if lora else ("mask_decoder", "prompt_encoder"))
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, accum_steps=args.accum, max_objects=args.max_objects,
-            train_parts=parts, lora=lora, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
+            train_parts=parts, lora=lora, lr=args.lr, part_lr_scale=args.part_lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
             grad_clip=args.grad_clip,
             clicks=ClickConfig(num_correction_rounds=args.correction_rounds,
                                num_rounds_without_click=args.rounds_without_click, prob_box=args.prob_box),
@@ -254,6 +272,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--max-objects", type=int, default=8, help="objects drawn per image")
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--part-lr", type=_part_lr, default=(), metavar="PART=FACTOR,...",
+                   help="scale the lr of some parts, e.g. image_encoder=0.1 (the encoder learns 10x slower)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
     p.add_argument("--grad-clip", type=float, default=0.1, help="max gradient norm (0: off)")

@@ -133,6 +133,7 @@ class TrainConfig:
     lora: Optional[LoRAConfig] = None  # adapters on the image encoder's attention, or None
     # --- optimizer and schedule
     lr: float = 1e-4  # peak learning rate
+    part_lr_scale: tuple[tuple[str, float], ...] = ()  # (part, factor): that part's peak lr is lr * factor
     weight_decay: float = 0.1  # AdamW decay (not on biases, norms, 1-d parameters)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 50  # linear warm-up from 0 to lr
@@ -160,6 +161,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.train_parts = tuple(self.train_parts)
+        self.part_lr_scale = tuple((str(k), float(v)) for k, v in self.part_lr_scale)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         unknown = [p for p in self.train_parts if p not in TRAIN_PARTS]
         if unknown:
@@ -173,6 +175,10 @@ class TrainConfig:
                      "min_object_area", "clip_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        bad = [k for k, v in self.part_lr_scale if k not in TRAIN_PARTS or v <= 0]
+        if bad:
+            raise ConfigError(f"TrainConfig.part_lr_scale: {bad} must be parts of {list(TRAIN_PARTS)} with a "
+                              "factor > 0")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("TrainConfig: lr must be > 0, weight_decay and grad_clip >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0 or not 0.0 <= self.hflip <= 1.0:
@@ -421,13 +427,16 @@ class Trainer:
                 dist.broadcast(t.data, src=0)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
+        """AdamW with one parameter group per (lr factor, weight decay or not): no decay on
+        biases, norms and position embeddings; ``part_lr_scale`` scales a part's peak lr."""
+        scale = dict(self.cfg.part_lr_scale)
+        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for name, p in self.trainable:
-            (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "pos_embed_window")) else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas)
+            no_decay = p.ndim <= 1 or name.endswith(("pos_embed", "pos_embed_window"))
+            groups.setdefault((scale.get(parameter_part(name), 1.0), no_decay), []).append(p)
+        return torch.optim.AdamW(
+            [{"params": ps, "lr": self.cfg.lr * f, "weight_decay": 0.0 if nd else self.cfg.weight_decay}
+             for (f, nd), ps in sorted(groups.items(), key=lambda kv: kv[0])], lr=self.cfg.lr, betas=self.cfg.betas)
 
     def _lr_factor(self, step: int) -> float:
         """Multiplier of the peak lr at ``step``: linear warm-up, then cosine to ``min_lr_ratio``."""
@@ -682,7 +691,7 @@ class Trainer:
         params = [p for _, p in self.trainable]
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if acc.micro or self.world_size > 1 else 0.0
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.cfg.lr * self._lr_factor(self.step)  # the base lr (parts may scale it)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1

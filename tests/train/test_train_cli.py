@@ -62,8 +62,10 @@ def test_make_synthetic_labpics(labpics):
 def test_train_writes_a_run(labpics, config_json, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_train_args(labpics, config_json, out, "--steps", "2", "--ckpt-every", "1", "--val-split", "Test",
-                            "--val-clicks", "2", "--train-parts", "mask_decoder,prompt_encoder")) == 0
+                            "--val-clicks", "2", "--train-parts", "mask_decoder,prompt_encoder",
+                            "--part-lr", "prompt_encoder=0.5")) == 0
     text = capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["train"]["part_lr_scale"] == [["prompt_encoder", 0.5]]
     assert "random weights" in text and "validation: mIoU@1" in text
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000001.pt", "step_0000002.pt"]
     model = samkit.build_model(checkpoint=out / "final.pt")
@@ -84,6 +86,10 @@ def test_train_reports_user_errors(labpics, config_json, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(_train_args(labpics, config_json, tmp_path / "r", "--train-parts", "decoder"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(_train_args(labpics, config_json, tmp_path / "r", "--part-lr", "image_encoder=fast"))
+    assert "--part-lr takes PART=FACTOR" in capsys.readouterr().err
 
 
 def test_killed_cli_run_resumes_exactly(labpics, config_json, tmp_path):
