@@ -27,7 +27,7 @@ class DemoPrompts:
     point: tuple[float, float] = (400.0, 420.0)  # on the helmet (lower right)
     box: tuple[float, float, float, float] = (350.0, 2.0, 470.0, 285.0)  # around the space shuttle model
     # segment everything: IoU / stability thresholds below the official 0.8 / 0.95, which keep
-    # no mask of the small default model on this photo (15 masks survive these)
+    # no mask of the small default model on this photo (25 masks survive these)
     pred_iou_thresh: float = 0.6
     stability_score_thresh: float = 0.8
 

@@ -13,7 +13,7 @@ from samkit.configs import get_config
 from samkit.errors import ConfigError
 from samkit.model.sam2 import SAM2Model
 from samkit.train.losses import LossWeights
-from samkit.train.recipes import NANO, Recipe, Stage, get_recipe, run_recipe
+from samkit.train.recipes import NANO, Recipe, Stage, _scene_data, get_recipe, run_recipe
 from samkit.train.trainer import TrainConfig
 from tests.train.test_trainer import FEW_ROUNDS, tiny_config
 
@@ -21,12 +21,13 @@ from tests.train.test_trainer import FEW_ROUNDS, tiny_config
 def test_nano_recipe_definition():
     assert get_recipe("nano") is NANO
     assert NANO.model == "samkit_nano"
-    assert [s.name for s in NANO.stages] == ["decoder", "shapes", "images", "corrections", "clips"]
+    assert [s.name for s in NANO.stages] == ["decoder", "shapes", "images", "corrections", "clips", "tracking"]
     # the first stage trains the decoder on the frozen random image encoder, the others everything
     assert "image_encoder" not in NANO.stages[0].train.train_parts
     assert all("image_encoder" in s.train.train_parts for s in NANO.stages[1:])
-    assert "memory" in NANO.stages[-1].train.train_parts and NANO.stages[-1].clips > 0
-    assert all("memory" not in s.train.train_parts for s in NANO.stages[:-1])
+    # the last two stages train on clips too (the memory modules learn only there)
+    assert all("memory" in s.train.train_parts and s.clips > 0 and s.train.clip_every for s in NANO.stages[-2:])
+    assert all("memory" not in s.train.train_parts and s.clips == 0 for s in NANO.stages[:-2])
     # training from random weights needs the aligned decoder attention and bounded features
     assert NANO.attention_init_gain > 0
     assert all(s.train.loss_weights.feature_scale > 0 for s in NANO.stages)
@@ -34,6 +35,10 @@ def test_nano_recipe_definition():
     model = SAM2Model(get_config("samkit_nano"))
     size = sum(t.numel() * 4 for t in list(model.parameters()) + list(model.buffers()))
     assert size <= 25 * 1024 * 1024
+    # validation during training: held-out scenes (another seed) of the stage's kind
+    for stage in NANO.stages:
+        train, val = _scene_data(NANO, stage, [])
+        assert val.num_objects == train.num_objects == stage.num_objects and val.seed != train.seed
     with pytest.raises(ConfigError, match="known recipes: nano"):
         get_recipe("huge")
 
