@@ -202,8 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         parts = args.train_parts if args.train_parts is not None else (() if lora else ("mask_decoder", "prompt_encoder"))
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, accum_steps=args.accum, max_objects=args.max_objects,
-            train_parts=parts, lora=lora, lr=args.lr, part_lr_scale=args.part_lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
-            grad_clip=args.grad_clip,
+            train_parts=parts, lora=lora, lr=args.lr, part_lr_scale=args.part_lr, weight_decay=args.weight_decay,
+            warmup_steps=args.warmup, grad_clip=args.grad_clip,
             clicks=ClickConfig(num_correction_rounds=args.correction_rounds,
                                num_rounds_without_click=args.rounds_without_click, prob_box=args.prob_box),
             loss_weights=LossWeights(*args.loss_weights), loss_resolution=args.loss_resolution,

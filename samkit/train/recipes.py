@@ -112,11 +112,22 @@ def _train(**kw: Any) -> TrainConfig:
 # averages 0.80, the one the IoU head picks 0.72.
 _EASY = dict(num_objects=(1, 4))
 _DECODER_PARTS = ("prompt_encoder", "mask_decoder")
+
+
+def _clip_stage(name: str, **kw: Any) -> Stage:
+    """A stage that trains everything, memory included: every other step an 8-frame generated
+    clip, the other steps images with correction clicks; ``kw``: the schedule."""
+    return Stage(name, _train(min_object_area=400, clip_every=2, clicks=_CORRECTIONS,
+                              train_parts=_IMAGE_PARTS + ("memory",), **kw),
+                 clips=5000, clip_frames=8, **_EASY)
+
+
+
 NANO = Recipe(
     name="nano",
     model="samkit_nano",
     description="samkit_nano from random weights: decoder on the frozen random encoder, then everything "
-                "on generated scenes (one round, then corrections), then clips",
+                "on generated scenes (one round, then corrections), then clips and images interleaved",
     stages=(
         Stage("decoder", _train(steps=3000, lr=1e-3, warmup_steps=50, min_object_area=400, clicks=_ONE_ROUND,
                                 train_parts=_DECODER_PARTS), **_EASY),
@@ -126,12 +137,8 @@ NANO = Recipe(
                                clicks=_ONE_CORRECTION), **_EASY),
         Stage("corrections", _train(steps=300, lr=3e-4, warmup_steps=20, min_object_area=400,
                                     clicks=_CORRECTIONS), **_EASY),
-        Stage("clips", _train(steps=2200, lr=3e-4, warmup_steps=20, min_lr_ratio=0.3, min_object_area=400,
-                              clip_every=2, clicks=_CORRECTIONS, train_parts=_IMAGE_PARTS + ("memory",)),
-              clips=5000, clip_frames=8, **_EASY),
-        Stage("tracking", _train(steps=450, lr=1e-4, warmup_steps=10, min_lr_ratio=1.0, min_object_area=400,
-                                 clip_every=2, clicks=_CORRECTIONS, train_parts=_IMAGE_PARTS + ("memory",)),
-              clips=5000, clip_frames=8, **_EASY),
+        _clip_stage("clips", steps=2200, lr=3e-4, warmup_steps=20, min_lr_ratio=0.3),
+        _clip_stage("tracking", steps=450, lr=1e-4, warmup_steps=10, min_lr_ratio=1.0),
     ),
 )
 
