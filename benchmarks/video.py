@@ -40,7 +40,9 @@ sys.path.insert(0, str(ROOT))
 from samkit.builder import build_model  # noqa: E402
 from samkit.configs import get_config  # noqa: E402
 from samkit.video.predictor import VideoPredictor  # noqa: E402
-from samkit.video.synthetic import SyntheticVideo, make_clip, write_clip_jpegs  # noqa: E402
+from samkit.data.synthetic.clips import make_clip  # noqa: E402
+from samkit.video.synthetic import SyntheticVideo  # noqa: E402
+from samkit.video.writers import write_clip_jpegs  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "videos" / "bedroom"
 
@@ -100,7 +102,7 @@ def short_clip(folder: Path, frames: int) -> str:
         for i in range(frames):
             shutil.copy(SHARED / f"{i:05d}.jpg", folder / f"{i:05d}.jpg")
         return f"bedroom frames 0-{frames - 1} (960x540)"
-    write_clip_jpegs(make_clip(frames, 540, 960, 1, seed=0), folder)
+    write_clip_jpegs(make_clip(frames, 540, 960, 1, seed=0).frames, folder)
     return f"generated clip, {frames} frames (960x540)"
 
 
@@ -214,7 +216,7 @@ def main() -> None:
                        f"(target within 10%); {args.frames / (time.perf_counter() - t0):.2f} frames/s")
         print("\n".join(out[-(len(rows) + 4):]))
     if args.part in ("speed", "all"):
-        print(f"\n## Speed: one object, one click, official sam2.1 tiny config (1024 px), same random weights")
+        print("\n## Speed: one object, one click, official sam2.1 tiny config (1024 px), same random weights")
         what, rows = bench_speed(args.short_frames, args.repeats, bf16=not args.no_bf16)
         table = [f"\nclip: {what}; best of {args.repeats} interleaved runs\n",
                  "| predictor | propagate fps | end-to-end fps | speed-up (propagate) | speed-up (end-to-end) "

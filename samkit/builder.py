@@ -1,4 +1,5 @@
-"""``build_model``: a model from a name, a config, a checkpoint, or all of them."""
+"""``build_model``: a model from a name, a config, a checkpoint, or all of them; ``load_model``:
+the same for the front ends, with a line saying which weights the model has."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import warnings
 import torch
 
 from samkit.checkpoint import check_matches, detect_variant, load_into, read_checkpoint
-from samkit.configs import ModelConfig, canonical_name, get_config
+from samkit.configs import ModelConfig, get_config
 from samkit.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from samkit.model.sam2 import SAM2Model
-from samkit.weights import BUNDLED, bundled_checkpoint
+from samkit.weights import BUNDLED, bundled_checkpoint, download_checkpoint, is_official, resolve_name
 
-# The model used when none is named: samkit's own small model. Its trained weights are meant to ship
-# with the package (samkit/weights/); until they do, it is built with random weights and a warning.
+# The model used when none is named: samkit's own small model, whose trained weights ship with the
+# package (samkit/weights/samkit_nano.safetensors). A build of the package without that file gives
+# random weights and a warning.
 DEFAULT_MODEL = "samkit_nano"
 
 
@@ -24,18 +26,22 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
     """Build a SAM 2 model.
 
     * ``build_model()``: the default model (``samkit_nano``) with the weights that ship with samkit
-      (random weights and a warning while none ship).
+      (random weights and a warning in a build of the package without the weights file).
     * ``build_model(checkpoint="sam2.1_hiera_tiny.pt")``: variant detected from the file (the
       official SAM 2 / 2.1 checkpoints, ``.pt`` or ``.safetensors``).
     * ``build_model("sam2.1_hiera_tiny", "file.pt")``: checked to match, then loaded strictly.
     * ``build_model("sam2.1_hiera_t")``: random weights of a registered variant (no SAM 2
-      weights ship with samkit).
+      weights ship with samkit; ``build_model("samkit_nano")`` loads its shipped weights).
+    * ``build_model("sam2.1_hiera_tiny", pretrained=True)``: Meta's official weights, downloaded
+      once into the cache (:func:`samkit.weights.download_checkpoint`); Hugging Face ids such as
+      ``"facebook/sam2.1-hiera-tiny"`` name the same variants.
     * ``build_model(ModelConfig(...))``: a custom configuration, random weights.
 
     Args:
         pretrained: for a registered name (or none) without ``checkpoint``: load the weights
-            that ship with samkit for it. ``None``: when there are some; ``True``: required
-            (an error if none ship); ``False``: random weights.
+            that ship with samkit for it. ``None``: when there are some (never the network);
+            ``True``: required: shipped ones, else the official checkpoint from the cache or
+            downloaded (an error if there is neither); ``False``: random weights.
     """
     cfg: ModelConfig | None = None
     if isinstance(name, ModelConfig):
@@ -43,10 +49,12 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
         if pretrained:
             raise ConfigError("pretrained=True needs a registered model name, not a ModelConfig")
     elif name is not None or checkpoint is None:
-        key = canonical_name(name if name is not None else DEFAULT_MODEL)
+        key = resolve_name(name if name is not None else DEFAULT_MODEL)
         cfg = get_config(key)
         if checkpoint is None and pretrained is not False:
             checkpoint = bundled_checkpoint(key)
+            if checkpoint is None and pretrained and is_official(key):
+                checkpoint = download_checkpoint(name if name is not None else key)
             if checkpoint is None and name is None and pretrained is None:
                 warnings.warn(f"no trained weights ship with samkit for the default model {key!r} yet: it has "
                               "random weights. Pass checkpoint=PATH (e.g. an official SAM 2.1 checkpoint) for "
@@ -54,8 +62,8 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
             if checkpoint is None and pretrained:
                 ships = ", ".join(sorted(BUNDLED)) or "none"
                 raise CheckpointNotFoundError(
-                    f"no weights ship with samkit for {key!r} (models with shipped weights: {ships}); pass "
-                    "checkpoint=PATH to load a file, e.g. an official SAM 2.1 checkpoint")
+                    f"no weights ship with samkit for {key!r} and it has no official checkpoint to download "
+                    f"(models with shipped weights: {ships}); pass checkpoint=PATH to load a file")
     sd = None
     if checkpoint is not None:
         sd, saved_cfg = read_checkpoint(checkpoint)
@@ -77,3 +85,41 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
         load_into(model, sd, checkpoint)
     model = model.to(device)
     return model.eval() if eval_mode else model
+
+
+def load_model(name: str | None = None, checkpoint: str | os.PathLike | None = None,
+               device: str | torch.device = "cpu", *, pretrained: bool | None = None) -> tuple[SAM2Model, str]:
+    """The model a user asked for, and one line saying exactly which weights it has.
+
+    * ``checkpoint``: the file's weights (the variant detected from it, or checked against
+      ``name`` when both are given); the line names the variant and the file.
+    * a registered ``name`` (or none: :data:`DEFAULT_MODEL`): its shipped trained weights when
+      samkit ships some for it (the line names the file), else RANDOM weights, said plainly.
+    * ``pretrained=True``: trained weights required: the shipped ones, else Meta's official
+      checkpoint from the cache, downloaded the first time (``--pretrained`` on the command line).
+      ``False``: random weights.
+
+    Returns:
+        ``(model in eval mode on device, description)``, e.g. ``"sam2.1_hiera_tiny from
+        sam2.1_hiera_tiny.pt"`` or ``"sam2.1_hiera_tiny with RANDOM weights (none ship for it): ..."``.
+    """
+    if checkpoint is not None:
+        if pretrained:
+            raise ConfigError("pass either a checkpoint file or pretrained=True (--pretrained) with a model name, "
+                              "not both")
+        model = build_model(name, checkpoint, device=device)
+        return model, f"{model.cfg.name} from {checkpoint}"
+    key = resolve_name(name if name is not None else DEFAULT_MODEL)
+    shipped = bundled_checkpoint(key) if pretrained is not False else None
+    if shipped is None and pretrained and is_official(key):
+        path = download_checkpoint(name if name is not None else key)
+        return build_model(key, path, device=device), f"{key} from {path} (Meta's official weights, cached)"
+    model = build_model(key, device=device, pretrained=True if pretrained else shipped is not None)
+    if shipped is not None:
+        return model, (f"{key} (weights shipped with samkit: {shipped.name}, trained on generated scenes and "
+                       "clips; for SAM 2.1 quality pass --model sam2.1_hiera_tiny --pretrained)")
+    if pretrained is False:
+        return model, f"{key} with RANDOM weights (pretrained=False): masks are not meaningful."
+    hint = " or --pretrained (downloads Meta's weights once)" if is_official(key) else ""
+    return model, (f"{key} with RANDOM weights (none ship for it): masks are not meaningful. "
+                   f"Pass --checkpoint FILE{hint} for real results.")

@@ -3,19 +3,33 @@
 On the bundled photo (``samkit/assets/astronaut.jpg``) it segments one object from a click,
 one from a box, and everything with the automatic mask generator; on a generated clip of
 moving objects (rendered on the spot, with its ground truth) it tracks every object from one
-click on the first frame and measures the tracked masks against the truth. Every result is a
+click on the first frame and measures the tracked masks against the truth with the protocol of
+``samkit eval-track`` (:func:`samkit.evaluate.tracking.evaluate_tracking`). Every result is a
 picture or a video in the output folder; each step prints what it wrote and how long it took.
 Nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
+from PIL import Image
+
+from samkit.automask.generator import AutoMaskGenerator
+from samkit.builder import load_model
+from samkit.data.synthetic.clips import SceneConfig, make_clip
+from samkit.evaluate.tracking import TRACKING_PROTOCOL, evaluate_tracking, first_frame_clicks
+from samkit.fileio import write_image
+from samkit.image_predictor import ImagePredictor
+from samkit.imageio import load_image
+from samkit.video.writers import OverlayVideoWriter, masks_to_labels, write_masks_png
+from samkit.visualize import overlay
 
 __all__ = ["DemoPrompts", "bundled_photo", "run_demo"]
 
@@ -34,8 +48,6 @@ class DemoPrompts:
 
 def bundled_photo() -> tuple[np.ndarray, str]:
     """The photo that ships with samkit: ``(H x W x 3 uint8, description)``."""
-    from samkit.imageio import load_image
-
     path = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
     return load_image(path), f"{path.name} (bundled, 512x512)"
 
@@ -45,23 +57,17 @@ def _step(label: str, t0: float, wrote: Path | str, extra: str = "") -> None:
 
 
 def run_demo(out: Path, device: str = "cpu", model_name: Optional[str] = None, checkpoint: Optional[str] = None,
-             *, points_per_side: int = 24, clip_frames: int = 50, progress: bool = False) -> int:
-    """Run the demo into ``out``. Returns the process exit code (0)."""
-    import argparse
-
-    from samkit.automask.generator import AutoMaskGenerator
-    from samkit.cli import load_model
-    from samkit.evaluate.metrics import mask_iou
-    from samkit.fileio import write_image
-    from samkit.image_predictor import ImagePredictor
-    from samkit.video.export import PointSpec, read_masks_png, track_video
-    from samkit.video.synthetic import make_clip
-    from samkit.visualize import overlay
-
+             *, points_per_side: int = 24, clip_frames: int = 50, progress: bool = False,
+             pretrained: Optional[bool] = None) -> int:
+    """Run the demo into ``out`` with the model of :func:`samkit.builder.load_model` (``model_name``
+    or ``checkpoint``, default the shipped default model; ``pretrained=True``: the official weights
+    of ``model_name``, downloaded once) on ``device``. Returns the process exit
+    code (0)."""
     out.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
     t = time.perf_counter()
-    model = load_model(argparse.Namespace(checkpoint=checkpoint, model=model_name, device=device))
+    model, description = load_model(model_name, checkpoint, device, pretrained=pretrained)
+    print(f"model: {description}")
     _step("build model", t, f"{model.cfg.name}, {model.image_size} px input")
 
     image, what = bundled_photo()
@@ -95,40 +101,39 @@ def run_demo(out: Path, device: str = "cpu", model_name: Optional[str] = None, c
     _step("segment everything", t, path, f"{len(records)} masks from {points_per_side}x{points_per_side} points "
                                          f"(IoU >= {prompts.pred_iou_thresh}, stability >= {prompts.stability_score_thresh})")
 
-    # A generated clip with ground truth: one click per object on frame 0, then tracking.
+    # A generated clip with ground truth, tracked and measured as `samkit eval-track` does.
     t = time.perf_counter()
-    clip = make_clip(num_frames=clip_frames, height=256, width=320, num_objects=3, seed=7)
-    frames = [np.asarray(f) for f in clip.frames]
-    truth = [np.asarray(m) for m in clip.masks]
-    clicks = []
-    for k in range(1, clip.num_objects + 1):
-        ys, xs = np.nonzero(truth[0] == k)
-        if ys.size == 0:
-            continue
-        i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))  # the object pixel nearest its centroid
-        clicks.append(PointSpec(0, float(xs[i]), float(ys[i]), 1, k))
-    _step("render clip", t, "memory", f"{clip_frames} frames {frames[0].shape[1]}x{frames[0].shape[0]}, "
-                                       f"{len(clicks)} objects, one click each on frame 0")
+    scene = SceneConfig()
+    clip = make_clip(num_frames=clip_frames, height=256, width=320, num_objects=3, seed=7, scene=scene)
+    h, w = clip.frames.shape[1:3]
+    clicks = first_frame_clicks(clip)
+    _step("render clip", t, "memory", f"{clip.num_frames} frames {w}x{h}, {len(clicks)} objects, one click each "
+                                       "on frame 0")
     t = time.perf_counter()
-    import importlib.util
-
+    mask_dir = out / "tracking" / "masks"
     has_cv2 = importlib.util.find_spec("cv2") is not None  # the overlay video needs OpenCV; PNGs do not
-    result = track_video(model, frames, clicks, out / "tracking", fps=clip.fps, progress=progress,
-                         overlay_video=has_cv2)
-    ious = []
-    for f in range(clip_frames):
-        labels = read_masks_png(result.mask_paths[f])
-        for p in clicks:
-            if (truth[f] == p.obj_id).any():
-                ious.append(mask_iou(labels == p.obj_id, truth[f] == p.obj_id))
-    sheet = np.concatenate([np.asarray(overlay(frames[f], read_masks_png(result.mask_paths[f])))
-                            for f in np.linspace(0, clip_frames - 1, 5).astype(int)], axis=1)
-    from PIL import Image
+    writer = OverlayVideoWriter(out / "tracking" / "overlay.mp4", w, h, scene.fps, list(clicks)) if has_cv2 else None
+    tracked: dict[int, np.ndarray] = {}  # frame -> H x W label map of the tracked objects
 
+    def save(_: int, frame: int, obj_ids: list[int], masks: torch.Tensor) -> None:
+        labels = masks_to_labels(masks, obj_ids)
+        write_masks_png(mask_dir / f"{frame:05d}.png", labels)
+        if writer is not None:
+            writer.write(clip.frames[frame], labels)
+        tracked[frame] = labels
+
+    try:
+        result = evaluate_tracking(model, [clip], progress=progress, on_frame=save)
+    finally:
+        if writer is not None:
+            writer.close()
+    sheet = np.concatenate([np.asarray(overlay(clip.frames[f], tracked[f]))
+                            for f in np.linspace(0, clip_frames - 1, 5).astype(int)], axis=1)
     write_image(out / "tracking_frames.png", Image.fromarray(sheet))
     fps = clip_frames / max(time.perf_counter() - t, 1e-9)
-    _step("track clip", t, result.overlay_path or result.mask_dir,
-          f"{fps:.1f} frames/s, mean IoU vs truth {np.mean(ious):.3f} over {len(ious)} object-frames")
-    print(f"{'':<22s} also {out / 'tracking_frames.png'} and {result.mask_dir}/ (PNG masks, pixel = object id)")
+    _step("track clip", t, writer.path if writer is not None else mask_dir,
+          f"{fps:.1f} frames/s, mean IoU vs truth {result['mIoU']:.3f} over {result['num_pairs']} object-frames")
+    print(f"{'':<22s} measured as samkit eval-track: {TRACKING_PROTOCOL}")
+    print(f"{'':<22s} also {out / 'tracking_frames.png'} and {mask_dir}/ (PNG masks, pixel = object id)")
     print(f"demo done in {time.perf_counter() - total:.1f} s; pictures in {out}/")
     return 0

@@ -52,3 +52,8 @@ class DatasetError(SamkitError, ValueError):
 
 class MissingDependencyError(SamkitError, ImportError):
     """An optional package that a feature needs is not installed; the message names the extra."""
+
+
+class DownloadError(SamkitError, OSError):
+    """Official weights that could not be downloaded (offline, HTTP error, truncated or wrong file);
+    the message names the file, the URL and where to put the file by hand."""

@@ -8,15 +8,19 @@ what was wrong. It wraps a :class:`~samkit.model.sam2.SAM2Model`; it is not one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samkit.builder import load_model
 from samkit.errors import PromptError, StateError
 from samkit.imageio import preprocess, to_rgb_uint8
+from samkit.masks.components import fill_holes_and_sprinkles
 from samkit.model.sam2 import SAM2Model
+from samkit.prompts import FEEDBACK_CLAMP
 
 VALID_LABELS = (-1, 0, 1, 2, 3)
 
@@ -51,8 +55,6 @@ class CoordTransforms:
         filling small holes / removing small specks (connected components, on the CPU)."""
         masks = masks.float()
         if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-            from samkit.automask.masks import fill_holes_and_sprinkles
-
             masks = fill_holes_and_sprinkles(masks, self.max_hole_area, self.max_sprinkle_area, self.mask_threshold)
         return F.interpolate(masks, tuple(orig_hw), mode="bilinear", align_corners=False)
 
@@ -84,15 +86,15 @@ class ImagePredictor:
 
     @classmethod
     def from_pretrained(cls, name_or_checkpoint: str, device: str = "cpu", **kwargs: Any) -> "ImagePredictor":
-        """A predictor around ``build_model(name)`` or ``build_model(checkpoint=path)``."""
-        from pathlib import Path
-
-        from samkit.builder import build_model
-
+        """A predictor around :func:`~samkit.builder.load_model` with trained weights: a file
+        ending in ``.pt``, ``.pth`` or ``.safetensors`` is a checkpoint; a name is a model with
+        trained weights: ``samkit_nano`` (shipped) or an official variant or Hugging Face id
+        (``"sam2.1_hiera_tiny"``, ``"facebook/sam2.1-hiera-tiny"``), whose checkpoint is
+        downloaded once and cached (:func:`samkit.weights.download_checkpoint`)."""
         if Path(name_or_checkpoint).suffix in (".pt", ".pth", ".safetensors"):
-            model = build_model(checkpoint=name_or_checkpoint, device=device)
+            model, _ = load_model(checkpoint=name_or_checkpoint, device=device)
         else:
-            model = build_model(name_or_checkpoint, device=device)
+            model, _ = load_model(name_or_checkpoint, device=device, pretrained=True)
         return cls(model, **kwargs)
 
     @property
@@ -286,7 +288,7 @@ class ImagePredictor:
         low, iou = self.predict_low_res(point_coords, point_labels, boxes, mask_input, multimask_output, img_idx)
         with torch.inference_mode():
             masks = self._transforms.postprocess_masks(low, self._orig_hw[img_idx])
-            low = low.clamp(-32.0, 32.0)
+            low = low.clamp(-FEEDBACK_CLAMP, FEEDBACK_CLAMP)
             if not return_logits:
                 masks = masks > self.mask_threshold
         return masks, iou, low

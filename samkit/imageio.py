@@ -29,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from samkit.errors import ImageError
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageLike",
@@ -38,6 +39,9 @@ __all__ = [
     "preprocess_video_frame",
     "normalize",
 ]
+
+# file endings read as images by every folder reader (lower case; matched case-insensitively)
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 """Per-channel mean (RGB, in ``[0, 1]`` units) subtracted before the image encoder."""

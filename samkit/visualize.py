@@ -1,25 +1,48 @@
-"""Pictures of results: masks, points and boxes drawn over an image."""
+"""Pictures of results: masks, points and boxes drawn over an image, and the colours they use
+(:func:`palette` for overlays, :func:`label_palette` for label PNGs, :func:`hsv_to_rgb`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 
+def hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    """One HSV colour (each in ``[0, 1]``) as a ``3`` float64 RGB array in ``[0, 255]``."""
+    i = int(h * 6) % 6
+    f = h * 6 - math.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return np.array(rgb, dtype=np.float64) * 255.0
+
+
 def palette(n: int, seed: int = 3) -> np.ndarray:
-    """``n x 3`` uint8 distinct-looking colours (deterministic)."""
+    """``n x 3`` uint8 distinct-looking colours for overlays (deterministic): hues spread by the
+    golden ratio from a random start, saturation 0.75, value 1."""
     rng = np.random.default_rng(seed)
     hues = (np.arange(n) * 0.61803398875 + rng.random()) % 1.0
-    out = []
-    for h in hues:
-        i, f = int(h * 6) % 6, h * 6 - int(h * 6)
-        v, s = 1.0, 0.75
-        p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-        rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-        out.append([int(255 * c) for c in rgb])
+    out = [hsv_to_rgb(float(h), 0.75, 1.0).astype(np.uint8) for h in hues]  # astype truncates, as int()
     return np.array(out, dtype=np.uint8).reshape(-1, 3)
+
+
+def label_palette() -> list[int]:
+    """The 256-colour palette (flat ``[r, g, b, ...]``, 768 ints) of label PNGs: 0 black, then
+    distinct colours, built by spreading the bits of the label over the three channels, high
+    bits first (the PASCAL VOC / DAVIS scheme, so other tools show the same colours)."""
+    flat: list[int] = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        flat += [r, g, b]
+    return flat
 
 
 def overlay(image: np.ndarray, masks: np.ndarray | Sequence[np.ndarray], *, alpha: float = 0.5,

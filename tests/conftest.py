@@ -15,3 +15,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (real photos are optional)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/parity/ compares with the official package: mark it ``parity``."""
+    parity = Path(__file__).resolve().parent / "parity"
+    for item in items:
+        if parity in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.parity)

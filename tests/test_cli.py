@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import samkit
-from samkit.cli import main
+from samkit.builder import load_model
+from samkit.cli.main import main
 from samkit.configs import ModelConfig
 from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
@@ -17,6 +22,7 @@ SMALL = ModelConfig(name="cli_small", image_size=256,
                     hiera=HieraConfig(embed_dim=32, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,),
                                       window_pos_embed_bkg_spatial_size=(4, 4)),
                     memory=MemoryConfig(num_layers=1, dim_feedforward=128))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +69,77 @@ def test_segment_errors(tmp_path, photo, ckpt, capsys):
     assert main(["segment", str(photo), "--checkpoint", str(tmp_path / "no.pt"), "--point", "1,1",
                  "--out", str(tmp_path / "m.png")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+COMMANDS = ("models", "download", "segment", "demo", "auto", "annotate", "track", "train", "make-synthetic-labpics",
+            "eval", "eval-track")
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    listed = out.split("positional arguments:")[1]
+    for command in COMMANDS:
+        assert f"\n    {command} " in listed or f"\n    {command}\n" in listed, command
+
+
+BROKEN_IMPORT = """
+import sys
+from importlib.abc import MetaPathFinder
+
+
+class Broken(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "samkit.cli.video":
+            raise ImportError("simulated broken import in samkit.cli.video")
+        return None
+
+
+sys.meta_path.insert(0, Broken())
+from samkit.cli.main import main
+
+main(["--help"])
+"""
+
+
+def test_a_command_module_that_fails_to_import_fails_the_command_line():
+    r = subprocess.run([sys.executable, "-c", BROKEN_IMPORT], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "ImportError: simulated broken import in samkit.cli.video" in r.stderr
+    assert "usage:" not in r.stdout  # no parser without the command
+
+
+MISSING_OPTIONALS = """
+import sys
+
+for name in ("cv2", "matplotlib", "pycocotools", "tensorboard", "torch.utils.tensorboard"):
+    sys.modules[name] = None  # `import name` raises ImportError, as when it is not installed
+from samkit.cli.main import build_parser, main
+
+build_parser()
+print("parser built")
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_missing_optional_packages_fail_only_the_command_that_needs_them(tmp_path, photo, ckpt):
+    r = subprocess.run([sys.executable, "-c", MISSING_OPTIONALS, "auto", str(photo), "--checkpoint", str(ckpt),
+                        "--out", str(tmp_path / "auto")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "parser built" in r.stdout, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "samkit auto: error:" in r.stderr and "pycocotools" in r.stderr and "pip install" in r.stderr
+
+
+def test_load_model_names_the_weights(ckpt):
+    model, text = load_model()
+    assert model.cfg.name == "samkit_nano" and not model.training
+    assert text.startswith("samkit_nano (weights shipped with samkit") and "samkit_nano.safetensors" in text
+    assert "trained" in text and "RANDOM" not in text
+    model, text = load_model("sam2.1_hiera_t")
+    assert model.cfg.name == "sam2.1_hiera_tiny"
+    assert text.startswith("sam2.1_hiera_tiny with RANDOM weights")
+    model, text = load_model(checkpoint=str(ckpt))
+    assert model.cfg == SMALL
+    assert text == f"cli_small from {ckpt}"

@@ -3,6 +3,7 @@ weights shipped in the package (both cases are simulated by replacing the lookup
 
 from __future__ import annotations
 
+import socket
 import warnings
 
 import pytest
@@ -12,7 +13,7 @@ import samkit
 import samkit.builder as builder
 from samkit.builder import DEFAULT_MODEL
 from samkit.configs import get_config
-from samkit.errors import CheckpointNotFoundError, ConfigError
+from samkit.errors import CheckpointNotFoundError, ConfigError, DownloadError
 from samkit.weights import BUNDLED, bundled_checkpoint
 
 HELD_OUT_SEED = 1_000_003  # `samkit eval --format synthetic` (Test split, seed 0): scenes the recipe never trains on
@@ -49,15 +50,13 @@ def test_shipped_weights_are_loaded_by_default(shipped):
     assert not torch.equal(fresh.state_dict()[key], want[key])
 
 
-def test_cli_says_which_weights_it_uses(shipped, capsys):
-    import argparse
-
-    from samkit.cli import load_model
-
-    load_model(argparse.Namespace(checkpoint=None, model=None, device="cpu"))
-    assert "samkit_nano (weights shipped with samkit" in capsys.readouterr().out
-    load_model(argparse.Namespace(checkpoint=None, model="sam2.1_hiera_t", device="cpu"))
-    assert "sam2.1_hiera_tiny with RANDOM weights" in capsys.readouterr().out
+def test_load_model_says_which_weights_it_uses(shipped):
+    model, description = builder.load_model()
+    assert "samkit_nano (weights shipped with samkit" in description
+    want = shipped.state_dict()
+    assert all(torch.equal(model.state_dict()[k], want[k]) for k in want)
+    _, description = builder.load_model("sam2.1_hiera_t")
+    assert "sam2.1_hiera_tiny with RANDOM weights" in description
 
 
 def test_without_shipped_weights_the_default_warns_and_is_random(monkeypatch):
@@ -72,8 +71,18 @@ def test_without_shipped_weights_the_default_warns_and_is_random(monkeypatch):
         samkit.build_model("samkit_nano", pretrained=True)
 
 
-def test_errors_and_explicit_checkpoints(tmp_path):
-    with pytest.raises(CheckpointNotFoundError, match="no weights ship with samkit for 'sam2.1_hiera_tiny'"):
+def test_errors_and_explicit_checkpoints(tmp_path, monkeypatch):
+    # pretrained=True for an official variant downloads it (tests/test_weights.py): here from a closed
+    # loopback port, so it fails at once without touching the network
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    monkeypatch.setenv("SAMKIT_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAMKIT_WEIGHTS_URL", f"http://127.0.0.1:{port}")
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(DownloadError, match="could not download sam2.1_hiera_tiny from http://127.0.0.1:"):
         samkit.build_model("sam2.1_hiera_t", pretrained=True)
     with pytest.raises(ConfigError, match="registered model name"):
         samkit.build_model(get_config("samkit_nano"), pretrained=True)
@@ -88,7 +97,8 @@ def test_the_package_ships_trained_weights_that_segment_held_out_scenes():
     saw (the first 12 of the README's 100 held-out scenes), one click gives masks far better
     than random weights of the same model do."""
     from samkit.evaluate.interactive import evaluate_interactive
-    from samkit.train.synthetic import SyntheticSceneDataset, dependency_photos
+    from samkit.data.synthetic.scenes import SyntheticSceneDataset
+    from samkit.data.synthetic.textures import dependency_photos
 
     assert bundled_checkpoint("samkit_nano") is not None, "samkit/weights/samkit_nano.safetensors is missing"
     scenes = SyntheticSceneDataset(12, seed=HELD_OUT_SEED, photos=dependency_photos(), num_objects=(1, 4))
@@ -110,7 +120,7 @@ def test_the_shipped_weights_track_held_out_clips():
     generated clips it never saw (the first 3 of the README's 10 held-out clips, 24 frames)
     are followed, far better than by random weights of the same model."""
     from samkit.evaluate.tracking import evaluate_tracking
-    from samkit.video.synthetic import make_clip
+    from samkit.data.synthetic.clips import make_clip
 
     clips = [make_clip(24, 256, 256, 3, seed=10_000 + i) for i in range(3)]
     trained = samkit.build_model()

@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 from PIL import Image
 
-from samkit.cli import main
+from samkit.cli.main import main
 
 
 def test_demo_writes_every_result_and_reports_each_step(tmp_path, capsys):

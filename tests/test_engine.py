@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,10 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import samkit
+from samkit.cli.main import main
 from samkit.engine import SA1B_BINS, annotate_folder, in_shard, list_images, mask_count_histogram, parse_shard
 from samkit.errors import SamkitError
+from tests.test_cli import SMALL
 
 mask_api = pytest.importorskip("pycocotools.mask")
 
@@ -151,12 +154,6 @@ def test_killed_run_leaves_no_partial_json_and_resumes(tmp_path):
 
 
 def test_auto_and_annotate_commands_with_a_real_model(tmp_path):
-    import torch
-
-    import samkit
-    from samkit.cli import main
-    from tests.test_cli import SMALL
-
     torch.manual_seed(0)
     ckpt = samkit.save_checkpoint(samkit.build_model(SMALL), tmp_path / "small.pt")
     make_images(tmp_path / "in", 2)

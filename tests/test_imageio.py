@@ -16,24 +16,20 @@ from samkit.imageio import (
     load_image,
     normalize,
     preprocess,
-    preprocess_video_frame,
     to_rgb_uint8,
 )
-
-
-def _rgb(h: int = 12, w: int = 17, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+from tests.helpers import random_rgb
 
 
 # --------------------------------------------------------------------- to_rgb_uint8
 def test_uint8_rgb_is_returned_without_copy() -> None:
-    img = _rgb()
+    img = random_rgb()
     out = to_rgb_uint8(img)
     assert out is img
 
 
 def test_non_contiguous_uint8_becomes_contiguous() -> None:
-    img = _rgb()[:, ::2]
+    img = random_rgb()[:, ::2]
     out = to_rgb_uint8(img)
     assert out.flags.c_contiguous
     np.testing.assert_array_equal(out, img)
@@ -70,7 +66,7 @@ def test_float_scaled_by_255_and_rounded() -> None:
 
 
 def test_other_integer_dtypes_in_range_accepted() -> None:
-    img = _rgb().astype(np.int64)
+    img = random_rgb().astype(np.int64)
     np.testing.assert_array_equal(to_rgb_uint8(img), img.astype(np.uint8))
 
 
@@ -105,7 +101,7 @@ def test_rejected_images_say_what_was_received(image: object, words: str) -> Non
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P", "CMYK", "1", "YCbCr"])
 def test_pil_modes_match_pil_rgb_conversion(mode: str) -> None:
-    base = Image.fromarray(_rgb(20, 30))
+    base = Image.fromarray(random_rgb(20, 30))
     img = base.convert(mode)
     out = to_rgb_uint8(img)
     assert out.shape == (20, 30, 3) and out.dtype == np.uint8
@@ -136,7 +132,7 @@ def test_pil_int32_and_float_modes() -> None:
 
 # --------------------------------------------------------------------- load_image
 def test_load_png_round_trip(tmp_path: Path) -> None:
-    img = _rgb(9, 11)
+    img = random_rgb(9, 11)
     path = tmp_path / "a.png"
     Image.fromarray(img).save(path)
     np.testing.assert_array_equal(load_image(path), img)
@@ -153,7 +149,7 @@ def test_load_rgba_and_grayscale_png(tmp_path: Path) -> None:
 
 
 def test_load_applies_exif_orientation(tmp_path: Path) -> None:
-    img = _rgb(4, 8)
+    img = random_rgb(4, 8)
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
     path = tmp_path / "rot.png"
@@ -174,7 +170,7 @@ def test_load_corrupt_file_names_it(tmp_path: Path, content: bytes) -> None:
 
 def test_load_truncated_jpeg(tmp_path: Path) -> None:
     path = tmp_path / "full.jpg"
-    Image.fromarray(_rgb(64, 64)).save(path, quality=90)
+    Image.fromarray(random_rgb(64, 64)).save(path, quality=90)
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(path.read_bytes()[:300])
     with pytest.raises(ImageError, match="cut.jpg"):
@@ -197,7 +193,7 @@ def test_normalize_uses_imagenet_statistics() -> None:
 
 
 def test_preprocess_shape_dtype_and_manual_reference() -> None:
-    img = _rgb(30, 50)
+    img = random_rgb(30, 50)
     out = preprocess(img, 64)
     assert out.shape == (1, 3, 64, 64) and out.dtype == torch.float32
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
@@ -208,33 +204,7 @@ def test_preprocess_shape_dtype_and_manual_reference() -> None:
 
 
 def test_preprocess_accepts_any_image_and_rejects_bad_size() -> None:
-    img = _rgb(20, 20)
+    img = random_rgb(20, 20)
     torch.testing.assert_close(preprocess(Image.fromarray(img), 32), preprocess(img, 32))
     with pytest.raises(ImageError):
         preprocess(img, 0)
-
-
-@pytest.mark.parity
-@pytest.mark.parametrize("name", ["astronaut", "chelsea"])
-def test_preprocess_matches_official_image_transform(name: str) -> None:
-    transforms = pytest.importorskip("sam2.utils.transforms")
-    skdata = pytest.importorskip("skimage.data")
-    image = getattr(skdata, name)()
-    expected = transforms.SAM2Transforms(resolution=1024, mask_threshold=0.0)(image)  # 3 x S x S
-    got = preprocess(image, 1024)
-    assert got.shape == (1, 3, 1024, 1024)
-    assert (got[0] - expected).abs().max().item() <= 1e-5
-
-
-@pytest.mark.parity
-def test_preprocess_video_frame_matches_official_jpeg_loader(tmp_path: Path) -> None:
-    misc = pytest.importorskip("sam2.utils.misc")
-    path = tmp_path / "0.jpg"
-    Image.fromarray(_rgb(37, 53)).save(path)
-    expected, _, _ = misc._load_img_as_tensor(str(path), 96)  # 3 x S x S float64 in [0, 1]
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    expected = (expected.float() - mean) / std
-    got = preprocess_video_frame(load_image(path), 96)
-    assert got.shape == (3, 96, 96) and got.dtype == torch.float32
-    assert torch.equal(got, expected)

@@ -14,7 +14,7 @@ low-resolution logits whenever that is exact:
    reject the candidates that cannot pass;
 3. the exact stability score and box of the rest are counted from the low-res logits,
    evaluating full-size pixels only where a threshold crosses them
-   (:class:`~samkit.automask.masks.LazyUpsample`);
+   (:class:`~samkit.automask.upsample.LazyUpsample`);
 4. only the masks that survive both NMS passes are upsampled, and run-length encoded in one
    vectorised pass.
 """
@@ -27,28 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from samkit.automask.masks import (
-    LazyUpsample,
-    MaskRecords,
-    UpsamplePlan,
-    batched_nms,
-    box_area,
-    box_xyxy_to_xywh,
-    build_all_layer_point_grids,
-    fill_holes_and_sprinkles,
-    generate_crop_boxes,
-    is_box_near_crop_edge,
-    mask_to_rle,
-    rle_to_coco,
-    stability_from_counts,
-    uncrop_boxes_xyxy,
-    uncrop_points,
-    require_pycocotools,
-    upsample_masks,
-)
+from samkit.automask.grid import (build_all_layer_point_grids, generate_crop_boxes, is_box_near_crop_edge,
+                                  uncrop_boxes_xyxy, uncrop_points)
+from samkit.automask.records import MaskRecords
+from samkit.automask.stability import stability_from_counts
+from samkit.automask.upsample import LazyUpsample, UpsamplePlan, upsample_masks
 from samkit.errors import ConfigError
 from samkit.image_predictor import ImagePredictor
 from samkit.imageio import to_rgb_uint8
+from samkit.masks import (batched_nms, box_area, box_xyxy_to_xywh, fill_holes_and_sprinkles, mask_to_rle,
+                          require_pycocotools, rle_to_coco)
+from samkit.prompts import FEEDBACK_CLAMP
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -149,7 +138,8 @@ class AutoMaskGenerator:
 
     @classmethod
     def from_pretrained(cls, name_or_checkpoint: str, **kwargs: Any) -> "AutoMaskGenerator":
-        """A generator around ``build_model(name)`` or ``build_model(checkpoint=path)``;
+        """A generator around :meth:`ImagePredictor.from_pretrained` (a checkpoint file, or a model
+        name or Hugging Face id with trained weights, downloaded once for the official ones);
         ``device=`` and the generator's own arguments may be given."""
         predictor = ImagePredictor.from_pretrained(name_or_checkpoint, device=kwargs.pop("device", "cpu"))
         return cls(predictor.model, **kwargs)
@@ -290,7 +280,7 @@ class AutoMaskGenerator:
     def _refine(self, pts: torch.Tensor, low: torch.Tensor,
                 crop_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One more decoder pass per mask with its own (clamped) logits as the mask prompt."""
-        prompts = low.clamp(-32.0, 32.0)[:, None]
+        prompts = low.clamp(-FEEDBACK_CLAMP, FEEDBACK_CLAMP)[:, None]
         step = self.config.points_per_batch
         refined = [self._decode(pts[i:i + step], crop_hw, mask_input=prompts[i:i + step])
                    for i in range(0, pts.shape[0], step)]

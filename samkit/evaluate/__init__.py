@@ -4,7 +4,7 @@ The plotting functions need matplotlib (the ``plots`` extra) and import it only 
 """
 
 from samkit.evaluate.interactive import compare_interactive, evaluate_interactive, write_interactive_report
-from samkit.evaluate.metrics import interactive_metrics, mask_iou, number_of_clicks
+from samkit.evaluate.metrics import interactive_metrics, number_of_clicks
 from samkit.evaluate.plots import plot_iou_curves, plot_training_curves
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "write_interactive_report",
     "interactive_metrics",
     "number_of_clicks",
-    "mask_iou",
     "plot_iou_curves",
     "plot_training_curves",
 ]

@@ -3,13 +3,13 @@
 For every object of every image:
 
 1. the first click goes to the centre of the object: its pixel farthest from the object's
-   boundary (:func:`~samkit.train.prompts.sample_center_error_click` with no prediction yet);
+   boundary (:func:`~samkit.prompts.sample_center_error_click` with no prediction yet);
 2. every next click goes to the pixel farthest from the boundary of the larger error
    region, the false negatives (a positive click) or the false positives (a negative
    click), ignored pixels left out;
 3. each prediction is decoded from all clicks so far plus the previous prediction's
-   low-resolution logits as the mask prompt (clamped to +-32, as the image predictor
-   returns them);
+   low-resolution logits as the mask prompt (clamped to ``+-FEEDBACK_CLAMP``, as the image
+   predictor returns them; :class:`~samkit.prompts.ClickState`);
 4. the first click asks for three candidate masks and keeps the one with the highest
    predicted IoU (a single click is ambiguous); later clicks ask for one mask (with the
    decoder's fallback to the best candidate when that mask is unstable, as the image
@@ -42,14 +42,17 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from samkit.errors import ConfigError, MissingDependencyError
 from samkit.evaluate.metrics import interactive_metrics, number_of_clicks
+from samkit.evaluate.plots import plot_iou_curves
 from samkit.fileio import write_bytes, write_json
 from samkit.image_predictor import CoordTransforms, ImagePredictor
 from samkit.model.sam2 import SAM2Model
-from samkit.train.datasets import Sample
-from samkit.train.prompts import sample_center_error_click
+from samkit.data import Sample
+from samkit.masks import mask_iou
+from samkit.prompts import ClickState, sample_center_error_click
 
 __all__ = [
     "ObjectResult",
@@ -61,10 +64,6 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-# low-res logits fed back as the mask prompt are clamped like ImagePredictor.predict returns them
-_FEEDBACK_CLAMP = 32.0
-
-
 @dataclass
 class ObjectResult:
     """One evaluated object."""
@@ -74,16 +73,6 @@ class ObjectResult:
     area: int  # its pixels (not ignored), at the image's resolution
     ious: list[float]  # IoU after clicks 1..max_clicks
     clicks: list[tuple[int, int, int]]  # (x, y, label) of every click, image pixels
-
-
-def _object_iou(pred: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
-    """``K x H x W`` bool masks -> ``K`` IoU over the valid pixels (1 where both are empty)."""
-    if valid is not None:
-        pred = pred & valid
-        target = target & valid
-    inter = (pred & target).flatten(1).sum(1).double()
-    union = (pred | target).flatten(1).sum(1).double()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
 @torch.inference_mode()
@@ -98,31 +87,22 @@ def _evaluate_objects(predictor: ImagePredictor, transforms: CoordTransforms, ta
     k, h, w = targets.shape
     device = predictor.device
     ign = None if ignore is None else ignore[None].expand(k, h, w)
-    valid = None if ignore is None else ~ignore[None]
-    coords = torch.zeros(k, 0, 2)
-    labels = torch.zeros(k, 0, dtype=torch.int32)
-    prev_low: Optional[torch.Tensor] = None
+    state = ClickState.empty(k)
     pred: Optional[torch.Tensor] = None
     ious = np.zeros((k, max_clicks))
     clicks = np.zeros((k, max_clicks, 3), dtype=np.int64)
-    rows = torch.arange(k, device=device)
     for c in range(max_clicks):
         pts, labs = sample_center_error_click(targets, pred, ign)  # K x 1 x 2, K x 1
         clicks[:, c, :2] = pts[:, 0].numpy().astype(np.int64)
         clicks[:, c, 2] = labs[:, 0].numpy()
-        coords = torch.cat([coords, pts], dim=1)
-        labels = torch.cat([labels, labs], dim=1)
-        model_coords = transforms.transform_coords(coords.to(device), normalize=True, orig_hw=(h, w))
-        first = c == 0
-        low, iou = predictor.predict_low_res(model_coords, labels.to(device), mask_input=prev_low,
-                                             multimask_output=first)
-        low = low.float()
-        if low.shape[1] > 1:
-            low = low[rows, iou.argmax(dim=1)][:, None]
-        prev_low = low.clamp(-_FEEDBACK_CLAMP, _FEEDBACK_CLAMP)
+        state.add(pts, labs)
+        model_coords = transforms.transform_coords(state.coords.to(device), normalize=True, orig_hw=(h, w))
+        low, iou = predictor.predict_low_res(model_coords, state.labels.to(device), mask_input=state.mask_input,
+                                             multimask_output=state.wants_multimask)
+        low = state.accept(low, iou)
         full = transforms.postprocess_masks(low, (h, w))[:, 0]  # K x H x W logits
         pred = (full > threshold).cpu()
-        ious[:, c] = _object_iou(pred, targets, valid).numpy()
+        ious[:, c] = mask_iou(pred, targets, ignore=ignore, empty=1.0).numpy()
     return ious, clicks
 
 
@@ -158,8 +138,6 @@ def evaluate_interactive(model: SAM2Model, dataset: Sequence[Sample], max_clicks
     Raises:
         ConfigError: bad arguments, or no object to evaluate in the data.
     """
-    from tqdm.auto import tqdm
-
     if max_clicks < 1:
         raise ConfigError(f"max_clicks must be >= 1, got {max_clicks}")
     if object_batch < 1:
@@ -285,8 +263,6 @@ def write_interactive_report(results: Mapping[str, Mapping[str, Any]], out_dir: 
         written.append(write_bytes(out / f"{stem}_{_slug(label)}_objects.csv", buf.getvalue().encode()))
 
     try:
-        from samkit.evaluate.plots import plot_iou_curves
-
         written.append(plot_iou_curves({label: np.asarray(res["ious"]) for label, res in results.items()},
                                        out / f"{stem}_miou_vs_clicks.png",
                                        title=f"{name}: mean IoU vs clicks"))

@@ -25,7 +25,6 @@ __all__ = [
     "NOF_THRESHOLDS",
     "MIOU_CLICKS",
     "iou_matrix",
-    "mask_iou",
     "number_of_clicks",
     "interactive_metrics",
 ]
@@ -64,22 +63,6 @@ def iou_matrix(ious: IousLike) -> np.ndarray:
     if np.isnan(arr).any() or arr.min() < 0.0 or arr.max() > 1.0:
         raise ValueError("IoUs must be numbers in [0, 1]")
     return arr
-
-
-def mask_iou(pred: np.ndarray, target: np.ndarray, ignore: Optional[np.ndarray] = None) -> float:
-    """IoU of two ``H x W`` masks over the non-ignored pixels (1.0 when both are empty)."""
-    p = np.asarray(pred) != 0
-    t = np.asarray(target) != 0
-    if p.shape != t.shape:
-        raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape}")
-    if ignore is not None:
-        keep = np.asarray(ignore) == 0
-        p = p & keep
-        t = t & keep
-    union = np.count_nonzero(p | t)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(p & t) / union
 
 
 def number_of_clicks(

@@ -21,7 +21,7 @@ __all__ = ["plot_iou_curves", "plot_training_curves", "read_metrics_csv"]
 PathLike = Union[str, os.PathLike]
 
 
-def _new_figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
     """A figure with its own Agg canvas; MissingDependencyError without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,7 +42,7 @@ def _integer_locator() -> Any:
     return MaxNLocator(integer=True)
 
 
-def _save(fig: Any, path: PathLike, dpi: int) -> Path:
+def save_figure(fig: Any, path: PathLike, dpi: int) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, format="png")
@@ -72,7 +72,7 @@ def plot_iou_curves(
     """
     if not runs:
         raise ConfigError("plot_iou_curves needs at least one run")
-    fig = _new_figure(7.0, 4.5)
+    fig = new_figure(7.0, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     max_k = 1
     for name, values in runs.items():
@@ -97,7 +97,7 @@ def plot_iou_curves(
     ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def read_metrics_csv(csv_path: PathLike) -> dict[str, np.ndarray]:
@@ -168,7 +168,7 @@ def plot_training_curves(
 
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig = _new_figure(4.0 * ncols, 3.0 * nrows)
+    fig = new_figure(4.0 * ncols, 3.0 * nrows)
     for i, name in enumerate(names):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ys = data[name]
@@ -179,4 +179,4 @@ def plot_training_curves(
         ax.grid(True, alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)

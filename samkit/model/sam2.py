@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samkit.configs import ModelConfig
+from samkit.model.config import ModelConfig
 from samkit.model.layers import MLP
 from samkit.model.mask_decoder import DecoderOutput, MaskDecoder
 from samkit.model.memory import build_memory_attention, build_memory_encoder

@@ -1,51 +1,20 @@
-"""Training: datasets, synthetic data, simulated clicks, the SAM losses, LoRA and the interactive trainer."""
+"""Training: the SAM losses, LoRA, the step losses and the interactive trainer (datasets are in
+:mod:`samkit.data`, simulated clicks in :mod:`samkit.prompts`).
 
-from samkit.train.datasets import (
-    CocoDataset,
-    LabPicsDataset,
-    MaskFolderDataset,
-    Sample,
-    decode_coco_segmentation,
-)
-from samkit.train.lora import LoRAConfig, apply_lora, merge_lora, merged_copy
+``config`` (TrainConfig), ``step`` (the image and clip losses, StepTerms), ``trainer`` (the loop),
+``checkpointing`` (train_state.pt, RunState), ``logging`` (metrics.csv, TensorBoard), ``lora``,
+``losses``, ``initialization``, ``recipes``.
+"""
+
+from samkit.train.checkpointing import RunState
+from samkit.train.config import TRAIN_PARTS, TrainConfig, parameter_part
 from samkit.train.initialization import align_prompt_attention
+from samkit.train.lora import LoRAConfig, apply_lora, merge_lora, merged_copy
 from samkit.train.losses import LossTerms, LossWeights, feature_scale_penalty, sam_loss
-from samkit.train.prompts import (
-    ClickConfig,
-    Prompt,
-    evaluation_click,
-    round_schedule,
-    sample_center_error_click,
-    sample_correction_click,
-    sample_error_click,
-    sample_first_prompt,
-)
-from samkit.train.synthetic import (
-    SyntheticSceneDataset,
-    make_labpics_scene,
-    make_scene,
-    write_synthetic_labpics,
-)
-from samkit.train.trainer import TRAIN_PARTS, Trainer, TrainConfig
+from samkit.train.step import StepTerms
+from samkit.train.trainer import Trainer, init_distributed
 
 __all__ = [
-    "Sample",
-    "LabPicsDataset",
-    "CocoDataset",
-    "MaskFolderDataset",
-    "decode_coco_segmentation",
-    "SyntheticSceneDataset",
-    "make_scene",
-    "make_labpics_scene",
-    "write_synthetic_labpics",
-    "ClickConfig",
-    "Prompt",
-    "sample_first_prompt",
-    "sample_error_click",
-    "sample_center_error_click",
-    "sample_correction_click",
-    "evaluation_click",
-    "round_schedule",
     "LossWeights",
     "LossTerms",
     "sam_loss",
@@ -57,5 +26,9 @@ __all__ = [
     "merged_copy",
     "TRAIN_PARTS",
     "TrainConfig",
+    "parameter_part",
+    "StepTerms",
+    "RunState",
     "Trainer",
+    "init_distributed",
 ]

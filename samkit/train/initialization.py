@@ -3,16 +3,12 @@
 SAM's mask decoder finds the prompted object through attention between prompt tokens and
 image pixels, whose keys and queries both carry position encodings (the same random-Fourier
 encoding for a click and for a pixel). With independently initialised query and key
-projections that match is invisible at the start, and from random weights the decoder did
-not learn to use the prompt at all: measured on ``samkit_nano`` (this project's 2-core CPU),
-a decoder trained to draw a disk around a click on noise images stayed at IoU 0.00 after 300
-steps of 16, and on generated scenes the masks after 400 steps were the same for every click
-on an image (IoU with the clicked object 0.172, with another object of the image 0.172).
-:func:`align_prompt_attention` starts every decoder attention with equal query and key
-projections, so that the attention logits contain the position-encoding similarity from the
-first step: the disk task then reached IoU 0.50 within 300 steps, and with
-:func:`~samkit.train.losses.feature_scale_penalty` (without it the growing image features
-drown the encodings again) the scene model answered the prompt (0.213 vs 0.099).
+projections that match is invisible at the start, and from random weights the decoder can
+fail to learn to use the prompt at all. :func:`align_prompt_attention` starts every decoder attention
+with equal query and key projections, so that the attention logits contain the
+position-encoding similarity from the first step; it is used together with
+:func:`~samkit.train.losses.feature_scale_penalty`, which keeps the growing image features
+from drowning the encodings again (measurements: ``docs/nano/NOTES.md``).
 """
 
 from __future__ import annotations

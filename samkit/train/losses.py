@@ -22,12 +22,13 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from samkit.masks import mask_iou
+
 __all__ = [
     "LossWeights",
     "LossTerms",
     "sigmoid_focal_loss",
     "dice_loss",
-    "mask_iou",
     "iou_prediction_loss",
     "object_score_loss",
     "sam_loss",
@@ -141,31 +142,6 @@ def dice_loss(
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-@torch.no_grad()
-def mask_iou(
-    logits: torch.Tensor, targets: torch.Tensor, ignore: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    """IoU between the masks ``logits > 0`` and the targets, over non-ignored pixels.
-
-    Args:
-        logits: ``B x M x H x W``.
-        targets: ``B x 1 x H x W`` (or ``B x M x H x W``).
-        ignore: ``B x 1 x H x W`` boolean, or ``None``.
-
-    Returns:
-        ``B x M`` float; 0 where both masks are empty (union clamped to 1 pixel).
-    """
-    pred = logits > 0
-    t = (_as_4d(targets, "targets") > 0).expand_as(pred)
-    if ignore is not None:
-        keep = ~(_as_4d(ignore, "ignore") > 0)
-        pred = pred & keep
-        t = t & keep
-    inter = (pred & t).flatten(2).sum(-1).to(logits.dtype)
-    union = (pred | t).flatten(2).sum(-1).to(logits.dtype)
-    return inter / union.clamp(min=1.0)
-
-
 def iou_prediction_loss(
     iou_pred: torch.Tensor,
     logits: torch.Tensor,
@@ -186,7 +162,9 @@ def iou_prediction_loss(
     Returns:
         ``B x M``.
     """
-    real = mask_iou(logits, targets, ignore).to(iou_pred.dtype)
+    keep_out = None if ignore is None else _as_4d(ignore, "ignore") > 0
+    # two empty masks count as no overlap (0): an empty target has nothing to predict the IoU of
+    real = mask_iou(logits.detach() > 0, _as_4d(targets, "targets") > 0, ignore=keep_out, empty=0.0).to(iou_pred.dtype)
     if kind == "mse":
         return F.mse_loss(iou_pred, real, reduction="none")
     if kind == "l1":

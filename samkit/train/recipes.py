@@ -7,11 +7,11 @@ trained):
 1. ``decoder``: the prompt encoder and mask decoder learn to answer prompts on the frozen,
    randomly initialised image encoder; then ``shapes``, ``images``, ``corrections``:
    interactive training of the image encoder, prompt encoder and mask decoder on generated
-   scenes (:func:`~samkit.train.synthetic.make_scene`: textured shapes, occlusions, nested and
+   scenes (:func:`~samkit.data.synthetic.scenes.make_scene`: textured shapes, occlusions, nested and
    touching objects; backgrounds and some textures are crops of the photos scikit-image ships,
    except the two the demo uses), with more correction clicks per step from stage to stage.
 2. ``clips``, then ``tracking`` (the same at a constant, lower lr): the whole model, memory
-   modules included, on generated clips of moving objects (:mod:`samkit.video.synthetic`): the
+   modules included, on generated clips of moving objects (:mod:`samkit.data.synthetic.clips`): the
    first frame is prompted, the rest are tracked with memory and supervised, interleaved with
    image steps so the single-image skills stay.
 
@@ -23,20 +23,32 @@ run is repeatable.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
+import samkit.train.initialization as initialization  # called through the module, which tests can patch
+from samkit.builder import build_model
+from samkit.checkpoint import save_checkpoint
 from samkit.configs import ModelConfig, get_config
-from samkit.errors import ConfigError
-from samkit.fileio import write_json
+from samkit.data import SyntheticClipDataset
+from samkit.data.synthetic.scenes import SyntheticSceneDataset
+from samkit.data.synthetic.textures import dependency_photos
+from samkit.errors import ConfigError, MissingDependencyError
+from samkit.evaluate.plots import plot_training_curves
+from samkit.fileio import write_bytes, write_json
+from samkit.prompts import ClickConfig
+from samkit.train.config import TrainConfig
 from samkit.train.losses import LossWeights
-from samkit.train.prompts import ClickConfig
-from samkit.train.trainer import TrainConfig
+from samkit.train.trainer import Trainer
 
 __all__ = ["Stage", "Recipe", "NANO", "RECIPES", "get_recipe", "run_recipe"]
 
@@ -86,30 +98,10 @@ def _train(**kw: Any) -> TrainConfig:
     return TrainConfig(**base)
 
 
-# Measured on this project's 2-core CPU. From random weights the decoder at first ignores the
-# prompt; two things fix that (see samkit.train.initialization): the decoder's attention starts
-# with tied query/key projections, and the image features are kept near unit scale
-# (LossWeights.feature_scale), else they grow and drown the position encodings. A third helps
-# most: the first stage trains only the prompt encoder and mask decoder on the frozen random
-# image encoder. Its steps cost half as much (0.20 s vs 0.37 s on one thread, no encoder
-# backward pass) and it learns faster per step: training IoU after one click 0.38 at step 1,200
-# (0.26 when the encoder trains from the start; measured with 1 thread, same seed and data).
-# The encoder joins once the decoder answers the prompt. What helps most per CPU second is many
-# cheap one-round steps (one decoder run per object), so the one-round stages are the longest.
-# On crowded scenes (4-12 objects, many small) the model did not improve within 1,300 steps, so
-# the recipe stays on scenes of 1-4 objects (plus their split and nested parts) and supervises
-# objects of at least 400 px (20 x 20 at the 256-px input).
-# Tracking needs many clip steps, measured: the tracked IoU on training clips stays at 0.1-0.3
-# for the first 200-350 clip steps whatever we tried (clip-only steps, the memory modules at 3x
-# the lr, 4-frame clips: still 0.28 after 778 steps), then rises to ~0.7 within ~200 steps.
-# Held-out tracking (50 frames): 0.24 after 300 clip steps (the first shipped recipe); 0.62 and,
-# in another run, 0.59 after the clips stage below alone; 0.70 after ``tracking`` (the shipped
-# run). So the clip stages are the longest in time, their lr stays high (0.3x at the end of
-# ``clips``, then a constant 1e-4), and their image steps (every other step, with correction
-# clicks) keep the one-click quality. Images plateau at 0.72-0.73 one-click mIoU on held-out
-# scenes in every variant: 600 more image steps from the fourth stage gave 0.721 with focal
-# weight 1 and with SAM's 20, IoU loss x5 0.711. Of the three one-click candidates the best
-# averages 0.80, the one the IoU head picks 0.72.
+# Why the stages look like this (measurements: docs/nano/NOTES.md): from random weights the decoder
+# first learns on the frozen random image encoder, where its steps are cheaper and it learns faster;
+# cheap one-round steps help most per CPU second; scenes of 1-4 objects with objects of at least
+# 400 px are learned where crowded ones were not; tracking needs many clip steps at a high lr.
 _EASY = dict(num_objects=(1, 4))
 _DECODER_PARTS = ("prompt_encoder", "mask_decoder")
 
@@ -153,8 +145,6 @@ def get_recipe(name: str) -> Recipe:
 
 
 def _scene_data(recipe: Recipe, stage: Stage, photos: list) -> tuple[Any, Any]:
-    from samkit.train.synthetic import SyntheticSceneDataset
-
     size = (stage.scene_size, stage.scene_size)
     train = SyntheticSceneDataset(stage.scenes, size=size, seed=recipe.scene_seed, photos=photos,
                                   photo_prob=recipe.photo_prob, num_objects=stage.num_objects)
@@ -171,23 +161,15 @@ def run_recipe(recipe: Recipe | str, out_dir: PathLike, *, device: str = "cpu", 
     Returns ``{"checkpoint": path of <model>.safetensors, "stages": {name: Trainer.train() result},
     "seconds": {name: wall time}}``.
     """
-    import torch
-
-    import samkit
-    from samkit.checkpoint import save_checkpoint
-    from samkit.train.initialization import align_prompt_attention
-    from samkit.train.synthetic import dependency_photos
-    from samkit.train.trainer import Trainer
-
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     cfg = recipe.model if isinstance(recipe.model, ModelConfig) else get_config(recipe.model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     photos = dependency_photos()
     torch.manual_seed(recipe.seed)
-    model = samkit.build_model(cfg, device=device, pretrained=False)
+    model = build_model(cfg, device=device, pretrained=False)
     if recipe.attention_init_gain > 0:
-        align_prompt_attention(model, recipe.attention_init_gain)
+        initialization.align_prompt_attention(model, recipe.attention_init_gain)
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for i, stage in enumerate(recipe.stages):
@@ -196,12 +178,10 @@ def run_recipe(recipe: Recipe | str, out_dir: PathLike, *, device: str = "cpu", 
         stage_dir = out / f"{i + 1}_{stage.name}"
         if i > 0:  # start from the previous stage's result
             prev = out / f"{i}_{recipe.stages[i - 1].name}" / "final.pt"
-            model = samkit.build_model(cfg, prev, device=device)
+            model = build_model(cfg, prev, device=device)
         train, val = _scene_data(recipe, stage, photos)
         clip_data = None
         if stage.clips:
-            from samkit.train.clips import SyntheticClipDataset
-
             clip_data = SyntheticClipDataset(stage.clips, num_frames=stage.clip_frames,
                                              size=stage.scene_size, seed=recipe.scene_seed)
         done = stage_dir / "stage_done.json"
@@ -221,7 +201,7 @@ def run_recipe(recipe: Recipe | str, out_dir: PathLike, *, device: str = "cpu", 
     final = out / f"{cfg.name}.safetensors"
     last = out / f"{len(recipe.stages)}_{recipe.stages[-1].name}" / "final.pt"
     if last.is_file():
-        save_checkpoint(samkit.build_model(cfg, last), final)
+        save_checkpoint(build_model(cfg, last), final)
     combine_logs(recipe, out)
     write_json(out / "recipe_summary.json", {"recipe": recipe.name, "model": cfg.name, "seconds": seconds,
                                              "minutes_total": sum(seconds.values()) / 60, "stages": results},
@@ -233,12 +213,6 @@ def combine_logs(recipe: Recipe, out_dir: PathLike) -> Path | None:
     """Join the stages' ``metrics.csv`` into ``out_dir/metrics.csv`` (steps counted across the
     whole recipe, a ``stage`` column) and draw ``out_dir/training_curves.png``. Returns the
     plot's path, or None when no stage has a log yet or matplotlib is missing."""
-    import csv
-    import io
-
-    from samkit.errors import MissingDependencyError
-    from samkit.fileio import write_bytes
-
     out = Path(out_dir)
     rows: list[dict[str, str]] = []
     offset = 0
@@ -264,8 +238,6 @@ def combine_logs(recipe: Recipe, out_dir: PathLike) -> Path | None:
     writer.writerows(rows)
     write_bytes(out / "metrics.csv", text.getvalue().encode())
     try:
-        from samkit.evaluate.plots import plot_training_curves
-
         wanted = ["loss", "iou_first", "iou_last", "clip_iou", "val_mIoU@1", "val_NoC@85"]
         return plot_training_curves(out / "metrics.csv", out / "training_curves.png",
                                     columns=[c for c in wanted if c in columns],

@@ -1,2 +1,5 @@
-"""Video: lazy frame sources (:mod:`samkit.video.frames`) and synthetic clips with ground
-truth (:mod:`samkit.video.synthetic`)."""
+"""Video: lazy frame sources (:mod:`~samkit.video.frames`), the typed tracking state
+(:mod:`~samkit.video.state`), the tracker shared by inference and training
+(:mod:`~samkit.video.tracking`), :class:`~samkit.video.predictor.VideoPredictor`, writers of
+masks and videos (:mod:`~samkit.video.writers`), the ``samkit track`` run
+(:mod:`~samkit.video.export`) and generated clips as a frame source (:mod:`~samkit.video.synthetic`)."""

@@ -1,13 +1,9 @@
-"""Writing video tracking results: per-frame label PNGs, an overlay video, and
-:func:`track_video`, the whole "prompts in, files out" run behind ``samkit track``.
-
-Label PNGs hold one pixel value per object: the object id (0 is background). Ids up to 255
-give 8-bit palette PNGs (the DAVIS / YouTube-VOS layout); larger ids give 16-bit grayscale.
-"""
+"""The whole "prompts in, files out" tracking run behind ``samkit track``: :func:`track_video`
+with its prompt specs (:class:`PointSpec`, :class:`BoxSpec`); the files are written by
+:mod:`samkit.video.writers` (label PNGs, the overlay video)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Sequence
@@ -16,28 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
 from tqdm import tqdm
 
-from samkit.errors import ImageError, PromptError, VideoError
-from samkit.fileio import write_image
+from samkit.errors import PromptError
 from samkit.model.sam2 import SAM2Model
-from samkit.video.frames import FrameSource, VideoLike, require_cv2
+from samkit.video.frames import FrameSource, VideoLike
 from samkit.video.predictor import VideoPredictor
-from samkit.video.synthetic import label_palette
-from samkit.visualize import overlay, palette
+from samkit.video.writers import OverlayVideoWriter, masks_to_labels, read_masks_png, write_masks_png
 
 __all__ = [
     "PointSpec",
     "BoxSpec",
     "TrackResult",
-    "masks_to_labels",
-    "write_masks_png",
-    "read_masks_png",
-    "OverlayVideoWriter",
     "track_video",
-    "register_cli",
 ]
 
 
@@ -112,112 +99,6 @@ def _as_float(text: str, what: str, spec: str) -> float:
     if not np.isfinite(value):
         raise PromptError(f"{spec!r}: {what} must be finite, got {text!r}")
     return value
-
-
-# ---------------------------------------------------------------------- masks and files
-
-def masks_to_labels(masks: torch.Tensor | np.ndarray, obj_ids: Sequence[int], threshold: float = 0.0) -> np.ndarray:
-    """Combine per-object masks into one label map.
-
-    Args:
-        masks: ``K x 1 x H x W`` or ``K x H x W`` logits (or bool masks).
-        obj_ids: the ``K`` object ids (positive integers, at most 65535).
-        threshold: a pixel belongs to an object where its logit is above this.
-
-    Returns:
-        ``H x W`` label map (uint8 when every id <= 255, else uint16); where several objects
-        claim a pixel, the one with the highest logit wins.
-    """
-    m = masks.detach().float().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    if m.ndim == 4:
-        m = m[:, 0]
-    if m.ndim != 3:
-        raise ImageError(f"masks must be K x 1 x H x W or K x H x W, got shape {m.shape}")
-    ids = [int(i) for i in obj_ids]
-    if len(ids) != m.shape[0]:
-        raise ImageError(f"{m.shape[0]} masks but {len(ids)} object ids")
-    if any(i <= 0 or i > 65535 for i in ids):
-        raise ImageError(f"object ids must be in 1..65535 to be written as pixel values, got {ids}")
-    dtype = np.uint8 if max(ids, default=0) <= 255 else np.uint16
-    out = np.zeros(m.shape[1:], dtype=dtype)
-    if not ids:
-        return out
-    scores = m.astype(np.float32) if m.dtype != bool else np.where(m, 1.0, -1.0).astype(np.float32)
-    best = scores.argmax(axis=0)
-    inside = scores.max(axis=0) > (threshold if m.dtype != bool else 0.0)
-    out[inside] = np.asarray(ids, dtype=dtype)[best[inside]]
-    return out
-
-
-def write_masks_png(path: str | os.PathLike, labels: np.ndarray) -> Path:
-    """Write an ``H x W`` label map (pixel value = object id) as a PNG, atomically.
-
-    Values up to 255: 8-bit palette PNG (colours from
-    :func:`samkit.video.synthetic.label_palette`); larger: 16-bit grayscale.
-    """
-    lab = np.asarray(labels)
-    if lab.ndim != 2:
-        raise ImageError(f"labels must be H x W, got shape {lab.shape}")
-    if lab.size and (lab.min() < 0 or lab.max() > 65535):
-        raise ImageError("label values must be in 0..65535")
-    if lab.size == 0 or lab.max() <= 255:
-        img = Image.frombytes("P", (lab.shape[1], lab.shape[0]), np.ascontiguousarray(lab, dtype=np.uint8).tobytes())
-        img.putpalette(label_palette())
-    else:
-        img = Image.fromarray(lab.astype(np.uint16))
-    return write_image(path, img)
-
-
-def read_masks_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG written by :func:`write_masks_png`: ``H x W`` ints (object ids)."""
-    with Image.open(path) as img:
-        arr = np.array(img)
-    return arr.astype(np.uint16 if arr.dtype != np.uint8 else np.uint8)
-
-
-class OverlayVideoWriter:
-    """Writes frames with coloured masks drawn over them to a video file (OpenCV, ``mp4v``).
-
-    ``write(frame, labels)``: ``frame`` ``H x W x 3`` uint8 RGB, ``labels`` ``H x W`` object
-    ids. Each object id keeps its colour for the whole video. Use as a context manager.
-    """
-
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float = 24.0,
-                 obj_ids: Sequence[int] = (), alpha: float = 0.5, codec: str = "mp4v") -> None:
-        self._cv2 = require_cv2()
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.size = (int(width), int(height))
-        self.alpha = alpha
-        self.obj_ids = [int(i) for i in obj_ids]
-        self._colors = palette(max(len(self.obj_ids), 1))
-        self._writer = self._cv2.VideoWriter(str(self.path), self._cv2.VideoWriter_fourcc(*codec), float(fps),
-                                             self.size)
-        if not self._writer.isOpened():
-            raise VideoError(f"OpenCV cannot write {str(self.path)!r} with codec {codec!r}")
-        self.frames_written = 0
-
-    def write(self, frame: np.ndarray, labels: np.ndarray) -> None:
-        frame = np.asarray(frame)
-        if frame.shape[:2] != (self.size[1], self.size[0]):
-            raise VideoError(f"frame of size {frame.shape[1]}x{frame.shape[0]} does not match the video size "
-                             f"{self.size[0]}x{self.size[1]}")
-        ids = self.obj_ids or sorted(int(i) for i in np.unique(labels) if i != 0)
-        masks = np.stack([labels == i for i in ids]) if ids else np.zeros((0,) + labels.shape, bool)
-        picture = np.asarray(overlay(frame, masks, alpha=self.alpha, colors=self._colors[: max(len(ids), 1)]))
-        self._writer.write(self._cv2.cvtColor(np.ascontiguousarray(picture), self._cv2.COLOR_RGB2BGR))
-        self.frames_written += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-
-    def __enter__(self) -> "OverlayVideoWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------- the whole run
@@ -324,39 +205,3 @@ def track_video(model: SAM2Model, video: VideoLike, prompts: Sequence[PointSpec 
             writer.close()
     return TrackResult(out_dir=out, mask_dir=mask_dir, overlay_path=writer.path if writer else None,
                        num_frames=n, obj_ids=obj_ids, seconds=time.perf_counter() - t0, mask_paths=paths)
-
-
-# ---------------------------------------------------------------------- command line
-
-def register_cli(sub: Any) -> None:
-    """Add ``samkit track`` to the command line's subcommands."""
-    from samkit.cli import add_model_args
-
-    p = sub.add_parser("track", help="track objects through a video from clicks/boxes -> PNG masks + overlay.mp4")
-    p.add_argument("video", help="video file (.mp4, ...) or folder of frames")
-    add_model_args(p)
-    p.add_argument("--point", action="append", default=[], metavar="FRAME,X,Y[,LABEL[,OBJ]]",
-                   help="a click (label 1 object / 0 background, default 1; object id default 1); repeatable")
-    p.add_argument("--box", action="append", default=[], metavar="FRAME,X0,Y0,X1,Y1[,OBJ]",
-                   help="a box around an object (object id default 1); repeatable")
-    p.add_argument("--out", required=True, help="output folder: masks/NNNNN.png and overlay.mp4")
-    p.add_argument("--fill-hole-area", type=int, default=8, help="fill mask holes up to this many pixels (0: off)")
-    p.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of overlay.mp4 (default: the video's)")
-    p.set_defaults(func=cmd_track)
-
-
-def cmd_track(args: argparse.Namespace) -> int:
-    from samkit.cli import load_model
-
-    prompts: list[PointSpec | BoxSpec] = [PointSpec.parse(s) for s in args.point]
-    prompts += [BoxSpec.parse(s) for s in args.box]
-    if not prompts:
-        raise PromptError("give at least one --point FRAME,X,Y[,LABEL[,OBJ]] or --box FRAME,X0,Y0,X1,Y1[,OBJ]")
-    model = load_model(args)
-    res = track_video(model, args.video, prompts, args.out, fill_hole_area=args.fill_hole_area,
-                      overlay_video=not args.no_overlay, fps=args.fps)
-    where = f"{res.mask_dir}" + (f", {res.overlay_path}" if res.overlay_path else "")
-    print(f"tracked {len(res.obj_ids)} object(s) over {res.num_frames} frames in {res.seconds:.1f} s -> {where}")
-    return 0
-

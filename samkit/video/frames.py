@@ -29,19 +29,19 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from samkit.errors import ImageError, VideoError
-from samkit.imageio import ImageLike, preprocess_video_frame, to_rgb_uint8
+from samkit.imageio import IMAGE_EXTENSIONS, ImageLike, preprocess_video_frame, to_rgb_uint8
+from samkit.lru import LRUCache
 
 __all__ = [
     "FrameSource",
@@ -52,20 +52,13 @@ __all__ = [
     "open_video",
     "natural_sort_key",
     "require_cv2",
-    "IMAGE_EXTENSIONS",
 ]
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-"""File name endings (lower case) that an image folder source reads as frames."""
 
 # Extensions of one family may be mixed in a frame folder; different families may not.
 _FAMILY = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
 
 VideoLike = Union[str, os.PathLike, np.ndarray, Sequence[ImageLike], "FrameSource"]
 """What :func:`open_video` accepts."""
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 
 def require_cv2() -> ModuleType:
@@ -95,40 +88,6 @@ def natural_sort_key(name: str) -> tuple[tuple[int, int, str], ...]:
         elif part:
             key.append((1, 0, part.lower()))
     return tuple(key)
-
-
-class _LRU(Generic[_K, _V]):
-    """A bounded least-recently-used map. Not thread-safe: callers hold a lock."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[_K, _V] = OrderedDict()
-
-    def get(self, key: _K) -> _V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: _K, value: _V) -> None:
-        if self.maxsize <= 0:
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def keys(self) -> list[_K]:
-        return list(self._data)
-
-    def clear(self) -> None:
-        self._data.clear()
 
 
 class FrameSource(ABC):
@@ -172,10 +131,10 @@ class FrameSource(ABC):
         self._height = int(height)
         self._width = int(width)
         self._prefetch = int(prefetch)
-        self._frames: _LRU[int, np.ndarray] = _LRU(cache_size)
+        self._frames: LRUCache[int, np.ndarray] = LRUCache(cache_size)
         # Prefetched inputs must survive until they are asked for: keep the whole window.
         inputs_kept = max(input_cache_size, self._prefetch + 1 if self._prefetch else 0)
-        self._inputs: _LRU[int, torch.Tensor] = _LRU(inputs_kept)
+        self._inputs: LRUCache[int, torch.Tensor] = LRUCache(inputs_kept)
         self._lock = threading.Lock()  # guards the caches, _pending, _executor, _closed
         self._decode_lock = threading.Lock()  # serialises _decode (decoders are stateful)
         self._pending: dict[int, Future[torch.Tensor]] = {}

@@ -42,10 +42,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from samkit.errors import ConfigError, PromptError, StateError, VideoError
+from samkit.lru import LRUCache
 from samkit.model.sam2 import NO_OBJECT_LOGIT, SAM2Model, SamHeadsOutput
+from samkit.prompts import FEEDBACK_CLAMP
 from samkit.video.frames import VideoLike, open_video
 from samkit.video.state import (
-    FeatureCache,
     FrameFeatures,
     FrameHistory,
     FrameOutput,
@@ -59,8 +60,6 @@ from samkit.video.tracking import Tracker, fill_holes, memory_window, non_overla
 __all__ = ["VideoPredictor"]
 
 VALID_LABELS = (-1, 0, 1, 2, 3)
-# Clamp of earlier logits fed back to the decoder with new clicks.
-PREV_LOGITS_CLAMP = 32.0
 
 FrameMasks = tuple[int, list[Hashable], torch.Tensor]
 
@@ -157,7 +156,7 @@ class VideoPredictor:
             video=video, num_frames=len(video), video_height=video.height, video_width=video.width,
             device=device, storage_device=torch.device("cpu") if offload_state_to_cpu else device,
             offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu,
-            features=FeatureCache(self.feature_cache_size),
+            features=LRUCache(max(1, self.feature_cache_size)),
         )
 
     @torch.inference_mode()
@@ -203,7 +202,7 @@ class VideoPredictor:
         reverse = False if is_init else track.tracked[frame]
         prev_logits = track.latest_logits(frame, state.device)
         if prev_logits is not None:
-            prev_logits = prev_logits.clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+            prev_logits = prev_logits.clamp(-FEEDBACK_CLAMP, FEEDBACK_CLAMP)
         with self._compute():
             feats = self._features(state, frame)
             heads = self._decode(state, track, frame, feats, is_init=is_init, reverse=reverse, points=prompt,

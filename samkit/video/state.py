@@ -32,12 +32,13 @@ predictor does.
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 
+from samkit.lru import LRUCache
 from samkit.video.frames import FrameSource
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "HeavyParts",
     "FrameHistory",
     "FrameFeatures",
-    "FeatureCache",
     "ObjectTrack",
     "InferenceState",
     "pack_bits",
@@ -233,35 +233,6 @@ class FrameFeatures:
     high_res: list[torch.Tensor] | None
 
 
-class FeatureCache:
-    """A small least-recently-used map ``frame index -> FrameFeatures``."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, int(capacity))
-        self._items: OrderedDict[int, FrameFeatures] = OrderedDict()
-
-    def get(self, frame: int) -> FrameFeatures | None:
-        item = self._items.get(frame)
-        if item is not None:
-            self._items.move_to_end(frame)
-        return item
-
-    def put(self, frame: int, features: FrameFeatures) -> None:
-        self._items[frame] = features
-        self._items.move_to_end(frame)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, frame: object) -> bool:
-        return frame in self._items
-
-
 @dataclass
 class ObjectTrack:
     """Everything known about one object.
@@ -419,7 +390,7 @@ class InferenceState:
     storage_device: torch.device
     offload_video_to_cpu: bool
     offload_state_to_cpu: bool
-    features: FeatureCache
+    features: LRUCache[int, FrameFeatures]
     objects: dict[Hashable, ObjectTrack] = field(default_factory=dict)
     memory_pos: torch.Tensor | None = None
     vision_pos: torch.Tensor | None = None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from samkit.automask.masks import connected_component_areas
+from samkit.masks.components import connected_component_areas
 from samkit.errors import ConfigError, StateError
 from samkit.model.position import sine_1d
 from samkit.model.sam2 import SAM2Model

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import samkit
-from samkit.cli import main
+from samkit.cli.main import main
 from samkit.configs import ModelConfig
+from samkit.data import write_synthetic_labpics
 from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
 from samkit.model.neck import NeckConfig
-from samkit.train.synthetic import write_synthetic_labpics
 
 TINY = ModelConfig(name="cli_eval_tiny", image_size=64,
                    hiera=HieraConfig(embed_dim=16, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,),

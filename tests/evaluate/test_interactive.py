@@ -25,8 +25,8 @@ from samkit.image_predictor import CoordTransforms
 from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
 from samkit.model.neck import NeckConfig
-from samkit.train.datasets import Sample
-from samkit.train.synthetic import SyntheticSceneDataset
+from samkit.data import Sample
+from samkit.data.synthetic.scenes import SyntheticSceneDataset
 
 METRIC_KEYS = {"NoC@80", "NoC@85", "NoC@90", "NoF@85", "NoF@90", *(f"mIoU@{k}" for k in MIOU_CLICKS)}
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from samkit.evaluate.metrics import interactive_metrics, iou_matrix, mask_iou, number_of_clicks
+from samkit.evaluate.metrics import interactive_metrics, iou_matrix, number_of_clicks
 
 KEYS = [
     "NoC@80",
@@ -84,17 +84,3 @@ def test_bad_inputs() -> None:
         interactive_metrics(np.array([[0.5, 1.5]]))
     with pytest.raises(ValueError):
         interactive_metrics([[0.5], []])
-
-
-def test_mask_iou() -> None:
-    a = np.zeros((4, 4), bool)
-    b = np.zeros((4, 4), bool)
-    a[:2] = True
-    b[:, :2] = True
-    assert mask_iou(a, b) == pytest.approx(4 / 12)
-    ignore = np.zeros((4, 4), bool)
-    ignore[2:] = True
-    assert mask_iou(a, b, ignore) == pytest.approx(4 / 8)
-    assert mask_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
-    with pytest.raises(ValueError):
-        mask_iou(a, b[:3])

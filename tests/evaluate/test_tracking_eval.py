@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import samkit.video.predictor as predictor_mod
+import samkit.evaluate.tracking as tracking_mod
 from samkit.errors import ConfigError
-from samkit.evaluate.tracking import evaluate_tracking, write_tracking_report
-from samkit.video.synthetic import make_clip
+from samkit.data.synthetic.clips import make_clip
+from samkit.evaluate.tracking import evaluate_tracking, first_frame_clicks, write_tracking_report
 
 
 class TruthPredictor:
@@ -36,10 +36,10 @@ class TruthPredictor:
 
     def propagate_in_video(self, state):
         clip = TruthPredictor.clips.pop(0)
-        for f, lab in enumerate(clip.masks):
+        for f, lab in enumerate(clip.labels()):
             masks = []
             for k in self.objects:
-                m = np.asarray(lab) == k
+                m = lab == k
                 if TruthPredictor.mode == "empty":
                     m = np.zeros_like(m)
                 elif TruthPredictor.mode == "half" and f % 2 == 1:
@@ -50,7 +50,7 @@ class TruthPredictor:
 
 @pytest.fixture()
 def clips(monkeypatch):
-    monkeypatch.setattr(predictor_mod, "VideoPredictor", TruthPredictor)
+    monkeypatch.setattr(tracking_mod, "VideoPredictor", TruthPredictor)
     made = [make_clip(6, 64, 80, 2, seed=s) for s in (1, 2)]
     TruthPredictor.clicks = []
     return made
@@ -63,12 +63,12 @@ def test_scores_of_perfect_and_empty_tracks(clips, mode, expected):
     assert res["mIoU"] == pytest.approx(expected)
     assert len(res["per_frame"]) == 5  # frames 1..5: frame 0 is prompted, not scored
     assert res["num_clips"] == 2 and res["num_objects"] == 4
-    visible = sum(int((np.asarray(c.masks[f]) == k).any()) for c in clips for f in range(1, 6) for k in (1, 2))
+    visible = sum(int(c.object_mask(f, k).any()) for c in clips for f in range(1, 6) for k in (1, 2))
     assert res["num_pairs"] == visible
     # one positive click per object, on frame 0, inside the object
     assert len(TruthPredictor.clicks) == 4
     for (frame, obj, (x, y), labels), clip in zip(TruthPredictor.clicks, [clips[0]] * 2 + [clips[1]] * 2):
-        assert frame == 0 and labels == (1,) and np.asarray(clip.masks[0])[y, x] == obj
+        assert frame == 0 and labels == (1,) and clip.object_mask(0, obj)[y, x]
 
 
 def test_per_frame_curve_and_report(clips, tmp_path):
@@ -87,3 +87,23 @@ def test_per_frame_curve_and_report(clips, tmp_path):
 def test_no_clips_is_an_error():
     with pytest.raises(ConfigError, match="at least one clip"):
         evaluate_tracking(None, [], progress=False)
+
+
+def test_first_frame_clicks_skip_objects_absent_from_frame_0():
+    clip = make_clip(3, 48, 64, 2, seed=3)
+    clicks = first_frame_clicks(clip)
+    assert list(clicks) == [1, 2]
+    for k, (x, y) in clicks.items():
+        assert clip.object_mask(0, k)[y, x]
+    masks = clip.masks.copy()
+    masks[0, 0] = False  # object 1 enters later
+    hidden = type(clip)(frames=clip.frames, masks=masks)
+    assert list(first_frame_clicks(hidden)) == [2]
+
+
+def test_on_frame_sees_every_propagated_frame(clips):
+    TruthPredictor.mode, TruthPredictor.clips = "truth", list(clips)
+    seen = []
+    evaluate_tracking(None, clips, progress=False,
+                      on_frame=lambda c, f, ids, masks: seen.append((c, f, tuple(ids), tuple(masks.shape))))
+    assert seen == [(c, f, (1, 2), (2, 1, 64, 80)) for c in (0, 1) for f in range(6)]

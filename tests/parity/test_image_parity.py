@@ -72,8 +72,6 @@ def _compare(a, b):
 
 @pytest.mark.parametrize("name", FAST + [pytest.param(n, marks=pytest.mark.slow) for n in SLOWER])
 def test_predictor_matches_oracle(name):
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
-
     oracle, ours = _pair(name)
     img = _photo()
     po, pm = official_image_predictor(oracle), ImagePredictor(ours)

@@ -41,7 +41,8 @@ pytestmark = pytest.mark.parity
 from samkit.builder import build_model  # noqa: E402
 from samkit.configs import get_config  # noqa: E402
 from samkit.video.predictor import VideoPredictor  # noqa: E402
-from samkit.video.synthetic import make_clip, write_clip_jpegs  # noqa: E402
+from samkit.data.synthetic.clips import make_clip  # noqa: E402
+from samkit.video.writers import write_clip_jpegs  # noqa: E402
 from tests.parity.oracle import build_oracle  # noqa: E402
 
 MODEL = "sam2.1_hiera_tiny"
@@ -143,7 +144,7 @@ def small_pair():
 def clip6(tmp_path_factory: pytest.TempPathFactory):
     clip = make_clip(6, 120, 160, 3, seed=3)
     folder = tmp_path_factory.mktemp("clip6")
-    write_clip_jpegs(clip, folder)
+    write_clip_jpegs(clip.frames, folder)
     return clip, str(folder)
 
 
@@ -188,7 +189,7 @@ def test_corrections_small_resolution(small_pair, clip6, as_cond):
 def test_official_config_generated_clip(monkeypatch, tmp_path):
     """1024 px, official config: a point and a box on frame 1, forwards then backwards."""
     clip = make_clip(4, 240, 320, 2, seed=1)
-    write_clip_jpegs(clip, tmp_path)
+    write_clip_jpegs(clip.frames, tmp_path)
     actions = [A("add_new_points_or_box", 1, 1, points=_center(clip, 1, 1), labels=[1]),
                A("add_new_points_or_box", 1, 2, box=_box(clip, 1, 2)),
                A("propagate_in_video"),

@@ -31,9 +31,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     from samkit.model.hiera import HieraConfig
     from samkit.model.memory import MemoryConfig
     from samkit.model.neck import NeckConfig
-    from samkit.train.prompts import ClickConfig
-    from samkit.train.synthetic import SyntheticSceneDataset
-    from samkit.train.trainer import Trainer, TrainConfig, init_distributed
+    from samkit.prompts import ClickConfig
+    from samkit.data.synthetic.scenes import SyntheticSceneDataset
+    from samkit.train import Trainer, TrainConfig, init_distributed
 
     assert init_distributed("cpu") == (rank, world)
     cfg = ModelConfig(name="ddp_tiny", image_size=64,

@@ -19,9 +19,9 @@ from samkit.train.lora import (
     merged_copy,
     merged_state_dict,
 )
-from samkit.train.prompts import ClickConfig
-from samkit.train.synthetic import SyntheticSceneDataset
-from samkit.train.trainer import Trainer, TrainConfig
+from samkit.prompts import ClickConfig
+from samkit.data.synthetic.scenes import SyntheticSceneDataset
+from samkit.train import Trainer, TrainConfig
 from tests.train.test_trainer import _model, tiny_config  # the same tiny model as the trainer tests
 
 

@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 
+from samkit.masks import mask_iou
+
 from samkit.train.losses import (
     LossWeights,
     dice_loss,
     feature_scale_penalty,
     iou_prediction_loss,
-    mask_iou,
     object_score_loss,
     sam_loss,
     sigmoid_focal_loss,
@@ -66,8 +67,10 @@ def test_iou_and_object_terms() -> None:
     logits = -torch.ones(1, 2, 4, 4)
     logits[:, 0, :2, :2] = 1  # 4 of 8: IoU 0.5
     logits[:, 1, :, :2] = 1  # 8 pixels, 4 shared: IoU 4 / 12
-    iou = mask_iou(logits, targets)
-    torch.testing.assert_close(iou, torch.tensor([[0.5, 1 / 3]]))
+    iou = mask_iou(logits > 0, targets > 0, empty=0.0)
+    torch.testing.assert_close(iou, torch.tensor([[0.5, 1 / 3]], dtype=torch.float64))
+    # two empty masks: no overlap for the IoU head's target
+    assert mask_iou(torch.zeros(1, 4, 4) > 0, torch.zeros(1, 4, 4) > 0, empty=0.0).item() == 0.0
     pred = torch.tensor([[0.7, 0.0]])
     loss = iou_prediction_loss(pred, logits, targets)
     torch.testing.assert_close(loss, torch.tensor([[0.04, 1 / 9]]))

@@ -27,11 +27,11 @@ from samkit.evaluate.interactive import evaluate_interactive
 from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
 from samkit.model.neck import NeckConfig
-from samkit.train.datasets import LabPicsDataset
+from samkit.data import LabPicsDataset
 from samkit.train.losses import LossWeights
-from samkit.train.prompts import ClickConfig
-from samkit.train.synthetic import write_synthetic_labpics
-from samkit.train.trainer import Trainer, TrainConfig
+from samkit.prompts import ClickConfig
+from samkit.data.synthetic.labpics import write_synthetic_labpics
+from samkit.train import Trainer, TrainConfig
 
 PROOF_MODEL = ModelConfig(
     name="proof_small", image_size=128,

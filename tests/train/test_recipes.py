@@ -14,7 +14,7 @@ from samkit.errors import ConfigError
 from samkit.model.sam2 import SAM2Model
 from samkit.train.losses import LossWeights
 from samkit.train.recipes import NANO, Recipe, Stage, _scene_data, get_recipe, run_recipe
-from samkit.train.trainer import TrainConfig
+from samkit.train import TrainConfig
 from tests.train.test_trainer import FEW_ROUNDS, tiny_config
 
 
@@ -94,7 +94,7 @@ def test_run_recipe_end_to_end_and_rerun_skips_finished_stages(tmp_path, monkeyp
 
 
 def test_train_cli_needs_a_format_or_a_recipe(tmp_path, capsys):
-    from samkit.cli import main
+    from samkit.cli.main import main
 
     assert main(["train", "--out", str(tmp_path)]) != 0
     assert "--format" in capsys.readouterr().err

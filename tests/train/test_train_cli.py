@@ -16,12 +16,12 @@ import torch
 
 import samkit
 from samkit.checkpoint import config_to_dict, read_checkpoint
-from samkit.cli import main
+from samkit.cli.main import main
 from samkit.configs import ModelConfig
 from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
 from samkit.model.neck import NeckConfig
-from samkit.train.datasets import LabPicsDataset
+from samkit.data import LabPicsDataset
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,9 +21,10 @@ from samkit.model.neck import NeckConfig
 from samkit.model.sam2 import SAM2Model
 from samkit.train.losses import LossWeights, feature_scale_penalty
 from samkit.train.lora import LoRAConfig
-from samkit.train.prompts import ClickConfig
-from samkit.train.synthetic import SyntheticSceneDataset
-from samkit.train.trainer import STATE_FILE, TRAIN_PARTS, Trainer, TrainConfig, parameter_part
+from samkit.prompts import ClickConfig
+from samkit.data.synthetic.scenes import SyntheticSceneDataset
+from samkit.train import TRAIN_PARTS, Trainer, TrainConfig, parameter_part
+from samkit.train.checkpointing import STATE_FILE
 
 FEW_ROUNDS = ClickConfig(num_correction_rounds=2, num_rounds_without_click=1)
 
@@ -95,7 +96,7 @@ def test_steps_reduce_the_loss(data):
         trainer.data_generator.manual_seed(123)
         trainer.prompt_generator.manual_seed(456)
         with torch.no_grad():
-            loss, _ = trainer._interactive_loss(probe)
+            loss = trainer._image_terms(probe).loss
         trainer.data_generator.set_state(saved[0])
         trainer.prompt_generator.set_state(saved[1])
         return float(loss)
@@ -123,7 +124,7 @@ def test_feature_scale_penalty_enters_the_loss_once_per_image_batch(data):
         trainer.data_generator.manual_seed(1)
         trainer.prompt_generator.manual_seed(2)
         with torch.no_grad():
-            losses.append(float(trainer._interactive_loss(batch)[0]))
+            losses.append(float(trainer._image_terms(batch).loss))
     with torch.no_grad():
         penalty = float(feature_scale_penalty(model.forward_image(batch.images).features))
     assert penalty > 1.0

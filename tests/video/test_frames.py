@@ -1,8 +1,7 @@
-"""Tests of samkit.video.frames (lazy frame sources) and samkit.video.synthetic."""
+"""Tests of samkit.video.frames (lazy frame sources)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 import tracemalloc
@@ -24,14 +23,9 @@ from samkit.video.frames import (
     open_video,
     require_cv2,
 )
-from samkit.video.synthetic import (
-    SceneConfig,
-    SyntheticVideo,
-    make_clip,
-    write_clip_jpegs,
-    write_clip_masks,
-    write_clip_mp4,
-)
+from samkit.data.synthetic.clips import make_clip
+from samkit.video.synthetic import SyntheticVideo
+from samkit.video.writers import write_clip_jpegs, write_clip_mp4
 
 
 def _has_cv2() -> bool:
@@ -45,21 +39,11 @@ def _has_cv2() -> bool:
 needs_cv2 = pytest.mark.skipif(not _has_cv2(), reason="OpenCV (samkit[video]) is not installed")
 
 
-def _official_frames(folder: Path, size: int) -> tuple[torch.Tensor, int, int]:
-    misc = pytest.importorskip("sam2.utils.misc")
-    return misc.load_video_frames(
-        video_path=str(folder),
-        image_size=size,
-        offload_video_to_cpu=True,
-        compute_device=torch.device("cpu"),
-    )
-
-
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six synthetic frames 60x80 as 00000.jpg .. 00005.jpg."""
     folder = tmp_path_factory.mktemp("jpegs")
-    write_clip_jpegs(make_clip(6, 60, 80, 2, seed=5), folder)
+    write_clip_jpegs(make_clip(6, 60, 80, 2, seed=5).frames, folder)
     return folder
 
 
@@ -69,36 +53,8 @@ def mp4_clip(tmp_path_factory: pytest.TempPathFactory):
     if not _has_cv2():
         pytest.skip("OpenCV (samkit[video]) is not installed")
     clip = make_clip(40, 96, 128, 3, seed=2)
-    path = write_clip_mp4(clip, tmp_path_factory.mktemp("mp4") / "clip.mp4")
+    path = write_clip_mp4(clip.frames, tmp_path_factory.mktemp("mp4") / "clip.mp4")
     return clip, path
-
-
-# ------------------------------------------------------------------ parity with the oracle
-@pytest.mark.parity
-@pytest.mark.parametrize("size", [64, 1024])
-def test_folder_model_input_equals_official_loader(jpeg_folder: Path, size: int) -> None:
-    expected, height, width = _official_frames(jpeg_folder, size)
-    source = open_video(jpeg_folder, size)
-    assert isinstance(source, ImageFolderSource)
-    assert (len(source), source.height, source.width) == (6, height, width) == (6, 60, 80)
-    for i in range(len(source)):
-        got = source.model_input(i)
-        assert got.shape == (3, size, size) and got.dtype == torch.float32
-        assert torch.equal(got, expected[i])
-
-
-@pytest.mark.parity
-def test_real_frames_equal_official_loader(shared_data: Path, tmp_path: Path) -> None:
-    frames = shared_data / "videos" / "bedroom"
-    if not frames.is_dir():
-        pytest.skip("bedroom frames are absent")
-    for name in sorted(p.name for p in frames.glob("*.jpg"))[:4]:
-        shutil.copy(frames / name, tmp_path / name)
-    expected, height, width = _official_frames(tmp_path, 1024)
-    with open_video(tmp_path, 1024) as source:
-        assert (len(source), source.height, source.width) == (4, height, width)
-        for i in range(4):
-            assert torch.equal(source[i], expected[i])
 
 
 # ------------------------------------------------------------------ image folders
@@ -249,7 +205,7 @@ def test_missing_opencv_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_pat
     with pytest.raises(VideoError, match=r"samkit\[video\]"):
         open_video(fake, 32)
     with pytest.raises(VideoError, match=r"samkit\[video\]"):
-        write_clip_mp4(make_clip(2, 16, 16, 1), tmp_path / "out.mp4")
+        write_clip_mp4(make_clip(2, 16, 16, 1).frames, tmp_path / "out.mp4")
 
 
 # ------------------------------------------------------------------ in-memory frames
@@ -314,8 +270,8 @@ def test_memory_bounded_over_300_frames() -> None:
 
 @needs_cv2
 def test_video_file_cache_bounded(tmp_path: Path) -> None:
-    clip = make_clip(300, 32, 48, 2, seed=4, lazy=True)
-    path = write_clip_mp4(clip, tmp_path / "long.mp4")
+    video = SyntheticVideo(300, 32, 48, 2, seed=4, image_size=16)
+    path = write_clip_mp4(video.iter_frames(), tmp_path / "long.mp4")
     source = open_video(path, 16, cache_size=2)
     assert len(source) == 300
     for i, frame in enumerate(source.iter_frames()):
@@ -377,86 +333,3 @@ def test_custom_source_subclass() -> None:
     assert [int(f[0, 0, 0]) for f in source.iter_frames()] == [0, 10, 20]
     assert [tuple(x.shape) for x in source] == [(3, 8, 8)] * 3
     assert "Gradient(frames=3" in repr(source)
-
-
-# ------------------------------------------------------------------ synthetic clips
-def test_synthetic_clip_is_deterministic_and_lazy_matches() -> None:
-    a = make_clip(8, 48, 64, 3, seed=11)
-    b = make_clip(8, 48, 64, 3, seed=11)
-    lazy = make_clip(8, 48, 64, 3, seed=11, lazy=True)
-    other = make_clip(8, 48, 64, 3, seed=12)
-    assert (a.num_frames, a.height, a.width, a.num_objects) == (8, 48, 64, 3)
-    for i in range(8):
-        assert np.array_equal(a.frames[i], b.frames[i]) and np.array_equal(a.masks[i], b.masks[i])
-        assert np.array_equal(a.frames[i], lazy.frames[i])
-        assert np.array_equal(a.masks[i], lazy.masks[i])
-    assert not np.array_equal(a.frames[0], other.frames[0])
-    assert np.array_equal(lazy.frames[7], lazy.video.frame(7))  # any order, same result
-    assert len(lazy.frames[2:5]) == 3
-
-
-def test_synthetic_ground_truth_moves_deforms_and_occludes() -> None:
-    video = SyntheticVideo(30, 96, 128, 5, seed=3)
-    occluded = moved = False
-    for t in range(30):
-        labels = video.mask(t)
-        assert labels.dtype == np.uint8 and labels.shape == (96, 128)
-        assert labels.max() <= 5
-        full = video.object_masks(t)
-        assert full.shape == (5, 96, 128)
-        for k in range(1, 6):
-            visible = labels == k
-            assert not (visible & ~full[k - 1]).any()  # visible part lies inside the shape
-            occluded |= bool(full[k - 1].sum() > visible.sum())
-        if t:
-            moved |= not np.array_equal(labels, video.mask(t - 1))
-    assert occluded and moved
-    rigid = SceneConfig(max_speed=0, max_spin=0, deform=0)
-    still = SyntheticVideo(4, 64, 64, 2, seed=0, scene=rigid)
-    assert np.array_equal(still.object_masks(0), still.object_masks(3))
-
-
-def test_synthetic_objects_visible_in_frames() -> None:
-    clip = make_clip(4, 64, 80, 2, seed=6, scene=SceneConfig(noise_std=0))
-    for frame, labels in zip(clip.frames, clip.masks):
-        assert frame.shape == (64, 80, 3) and frame.dtype == np.uint8
-        for k in np.unique(labels)[1:]:
-            assert clip.object_mask(0, int(k)).dtype == bool
-    with pytest.raises(VideoError):
-        clip.object_mask(0, 3)
-
-
-def test_synthetic_config_validation() -> None:
-    with pytest.raises(VideoError):
-        SceneConfig(min_size=0.3, max_size=0.1)
-    with pytest.raises(VideoError):
-        SceneConfig(shapes=("triangle",))
-    with pytest.raises(VideoError):
-        SyntheticVideo(0, 32, 32, 1)
-    with pytest.raises(VideoError):
-        SyntheticVideo(4, 32, 32, 300)
-
-
-def test_write_clip_jpegs_and_masks(tmp_path: Path) -> None:
-    clip = make_clip(4, 40, 56, 2, seed=8)
-    jpgs = write_clip_jpegs(clip, tmp_path / "frames")
-    pngs = write_clip_masks(clip, tmp_path / "masks")
-    assert [p.name for p in jpgs] == ["00000.jpg", "00001.jpg", "00002.jpg", "00003.jpg"]
-    for i, (jpg, png) in enumerate(zip(jpgs, pngs)):
-        back = np.asarray(Image.open(jpg).convert("RGB")).astype(np.int16)
-        assert np.abs(back - clip.frames[i]).mean() < 4.0
-        label_img = Image.open(png)
-        assert label_img.mode == "P"
-        assert np.array_equal(np.asarray(label_img), clip.masks[i])
-
-
-def test_lazy_clip_of_2000_frames_stays_small(tmp_path: Path) -> None:
-    clip = make_clip(2000, 36, 48, 2, seed=0, lazy=True)
-    assert clip.num_frames == 2000
-    video = clip.video
-    assert video is not None
-    checksum = 0
-    for i, (frame, labels) in enumerate(zip(clip.frames, clip.masks)):
-        checksum += int(labels[::8, ::8].sum())
-        assert video.num_cached_frames <= 4
-    assert i == 1999 and checksum > 0

@@ -4,7 +4,6 @@ is in tests/parity/test_video_parity.py."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -12,19 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+import samkit.cli.video as video_cli
 from samkit.builder import build_model
+from samkit.cli.main import build_parser
 from samkit.configs import get_config
 from samkit.errors import ImageError, PromptError, StateError, VideoError
-from samkit.video.export import (
-    BoxSpec,
-    OverlayVideoWriter,
-    PointSpec,
-    masks_to_labels,
-    read_masks_png,
-    register_cli,
-    track_video,
-    write_masks_png,
-)
+from samkit.video.export import BoxSpec, PointSpec, track_video
+from samkit.video.writers import OverlayVideoWriter, masks_to_labels, read_masks_png, write_clip_mp4, write_masks_png
 from samkit.video.predictor import VideoPredictor
 from samkit.video.state import (
     FrameHistory,
@@ -36,9 +29,9 @@ from samkit.video.state import (
     pack_bits,
     unpack_bits,
 )
-from samkit.video.synthetic import make_clip, write_clip_mp4
+from samkit.data.synthetic.clips import make_clip
 from samkit.video.tracking import fill_holes, memory_window, plan_memory, select_conditioning_frames
-from tests.parity.oracle import randomize_
+from tests.helpers import randomize_
 
 SIZE = 128
 
@@ -339,7 +332,7 @@ def test_sources_folder_list_and_mp4(model, clip, tmp_path):
             assert fa == fb and torch.equal(a, b)
 
     pytest.importorskip("cv2")
-    mp4 = write_clip_mp4(clip, tmp_path / "clip.mp4")
+    mp4 = write_clip_mp4(clip.frames, tmp_path / "clip.mp4")
     p = _pred(model)
     state = p.init_state(str(mp4), async_loading_frames=True)
     assert (state.num_frames, state.video_height, state.video_width) == (10, 72, 96)
@@ -495,17 +488,14 @@ def test_overlay_writer_checks_size(tmp_path):
 
 
 def test_track_command(model, clip, tmp_path, monkeypatch, capsys):
-    import samkit.cli
-
     write = tmp_path / "frames"
     write.mkdir()
     from PIL import Image
 
     for i, frame in enumerate(clip.frames[:3]):
         Image.fromarray(frame).save(write / f"{i:05d}.jpg")
-    monkeypatch.setattr(samkit.cli, "load_model", lambda args: model)
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
+    monkeypatch.setattr(video_cli, "model_from_args", lambda args: model)
+    parser = build_parser()
     args = parser.parse_args(["track", str(write), "--point", "0,40,30", "--point", "0,5,5,0",
                               "--box", "1,10,10,50,40,2", "--out", str(tmp_path / "o"), "--no-overlay"])
     assert args.func(args) == 0

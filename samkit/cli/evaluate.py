@@ -1,6 +1,8 @@
-"""``samkit eval``: interactive evaluation (NoC, NoF, mIoU@k) of one or more models.
+"""``samkit eval`` and ``samkit eval-track``: interactive evaluation (NoC, NoF, mIoU@k) of one or
+more models, and tracking quality on generated clips.
 
     samkit eval --data DIR --format labpics [--split Test] --checkpoint A.pt [--checkpoint B.pt] --out DIR
+    samkit eval-track --out DIR [--clips N --frames T]
 """
 
 from __future__ import annotations
@@ -8,14 +10,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from samkit.builder import load_model
+from samkit.cli.common import add_data_args, add_model_args, model_from_args
+from samkit.data import make_clip, open_dataset
 from samkit.errors import ConfigError
+from samkit.evaluate.interactive import compare_interactive
+from samkit.evaluate.tracking import evaluate_tracking, write_tracking_report
 
-__all__ = ["register_cli"]
+__all__ = ["register"]
 
 
-def _labels(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+def _labels(args: argparse.Namespace) -> list[tuple[str, str | None, str]]:
     """``(kind, value, label)`` for every model asked for, in command-line order of kind."""
-    entries = [("checkpoint", c) for c in (args.checkpoint or [])] + [("model", m) for m in (args.model or [])]
+    entries: list[tuple[str, str | None]] = [("checkpoint", c) for c in (args.checkpoint or [])]
+    entries += [("model", m) for m in (args.model or [])]
     if not entries:
         entries = [("model", None)]
     names = list(args.label or [])
@@ -35,18 +43,16 @@ def _labels(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from samkit.cli import load_model
-    from samkit.evaluate.interactive import compare_interactive
-    from samkit.train.cli import open_dataset
-
+    """Evaluate every --checkpoint/--model with the interactive protocol; print and write the report."""
     dataset = open_dataset(args.format, args.data, args.split or "Test", layout=args.layout, images=args.images,
                            synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size, seed=args.seed,
                            synthetic_photos=args.synthetic_photos, synthetic_objects=args.synthetic_objects)
     models = {}
     for kind, value, label in _labels(args):
-        ns = argparse.Namespace(checkpoint=value if kind == "checkpoint" else None,
-                                model=value if kind == "model" else None, device=args.device)
-        models[label] = load_model(ns)
+        model, description = load_model(value if kind == "model" else None, value if kind == "checkpoint" else None,
+                                         args.device)
+        print(f"model: {description}")
+        models[label] = model
     name = args.name or (f"{Path(args.data).name}_{args.split or 'Test'}" if args.data else f"{args.format}")
     n = len(dataset) if args.max_samples is None else min(len(dataset), args.max_samples)
     print(f"data: {n} images ({args.format}); {args.max_clicks} clicks per object")
@@ -68,10 +74,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``eval`` to the ``samkit`` command."""
-    from samkit.train.cli import add_data_args
+def cmd_eval_track(args: argparse.Namespace) -> int:
+    """Track generated clips from one click per object; print the mean IoU and write the report."""
+    model = model_from_args(args)
+    clips = [make_clip(args.frames, args.size, args.size, args.objects, seed=args.seed + i)
+             for i in range(args.clips)]
+    print(f"data: {args.clips} generated clips of {args.frames} frames ({args.size}x{args.size}, "
+          f"{args.objects} objects, seeds {args.seed}..{args.seed + args.clips - 1})")
+    result = evaluate_tracking(model, clips, progress=not args.no_progress)
+    paths = write_tracking_report(result, args.out, args.name)
+    print(f"tracked-mask mean IoU {result['mIoU']:.3f} over {result['num_pairs']} object-frames "
+          f"({result['num_objects']} objects)")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
 
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``eval`` and ``eval-track``."""
     p = sub.add_parser("eval", help="interactive evaluation (NoC@85/90, mIoU per click) of one or more models",
                        description="The standard interactive protocol (RITM/SimpleClick): first click at the "
                                    "object's centre, each next click in the larger error region farthest from "
@@ -79,8 +98,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                                    "compared in one plot.")
     add_data_args(p)
     p.add_argument("--checkpoint", action="append", help="checkpoint to evaluate; repeat to compare several")
-    p.add_argument("--model", action="append", help="registered model with random weights (a baseline); "
-                                                    "repeatable")
+    p.add_argument("--model", action="append", help="registered model: its shipped weights when samkit ships "
+                                                    "some, else random weights (a baseline); repeatable")
     p.add_argument("--label", action="append", help="names of the models in the report, one per model "
                                                     "(checkpoints first, then --model)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -94,3 +113,18 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-track", help="tracking quality on generated clips (one click per object on frame 0)",
+                       description="Every object gets one click on frame 0 (the point farthest from its "
+                                   "boundary); the video predictor tracks it; the score is the mean IoU with "
+                                   "the truth over later frames where the object is visible.")
+    add_model_args(p)
+    p.add_argument("--out", required=True, help="folder for the JSON/CSV/PNG report")
+    p.add_argument("--clips", type=int, default=10)
+    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--size", type=int, default=256, help="side of the generated frames")
+    p.add_argument("--objects", type=int, default=3, help="objects per clip")
+    p.add_argument("--seed", type=int, default=10_000, help="seed of the first clip (training clips use others)")
+    p.add_argument("--name", default="generated_clips")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval_track)

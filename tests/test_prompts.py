@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from samkit.automask.masks import masks_to_boxes
+from samkit.masks.boxes import masks_to_boxes
 from samkit.errors import ConfigError, PromptError
-from samkit.train.prompts import (
+from samkit.prompts import (
+    FEEDBACK_CLAMP,
+    NEGATIVE,
+    POSITIVE,
     ClickConfig,
+    ClickState,
     box_to_points,
     euclidean_distance_transform,
     evaluation_click,
@@ -22,22 +26,11 @@ from samkit.train.prompts import (
     sample_noisy_box,
     sample_point_in_mask,
 )
+from tests.helpers import ellipse_masks
 
 
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _blobs(b: int = 4, h: int = 40, w: int = 50, seed: int = 0) -> torch.Tensor:
-    """``B x H x W`` random elliptical blobs, none empty."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for _ in range(b):
-        cx, cy = rng.uniform(5, w - 5), rng.uniform(5, h - 5)
-        rx, ry = rng.uniform(3, 15), rng.uniform(3, 15)
-        out.append(((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1)
-    return torch.from_numpy(np.stack(out))
 
 
 def _at(masks: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -45,9 +38,6 @@ def _at(masks: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     x = points[:, 0, 0].long()
     y = points[:, 0, 1].long()
     return masks[torch.arange(masks.shape[0]), y, x]
-
-
-# --------------------------------------------------------------------------- distance transform
 
 
 def test_distance_transform_small_known_case() -> None:
@@ -79,11 +69,8 @@ def test_distance_transform_matches_scipy() -> None:
         np.testing.assert_allclose(got[i], ndimage.distance_transform_edt(batch[i]))
 
 
-# --------------------------------------------------------------------------- first prompts
-
-
 def test_point_in_mask_inside_and_deterministic() -> None:
-    masks = _blobs()
+    masks = ellipse_masks()
     points, labels = sample_point_in_mask(masks, _gen(1))
     assert points.shape == (4, 1, 2) and points.dtype == torch.float32
     assert labels.shape == (4, 1) and (labels == 1).all()
@@ -132,7 +119,7 @@ def test_center_point_treats_the_border_as_boundary() -> None:
 
 def test_center_point_matches_a_reference_distance_transform() -> None:
     ndimage = pytest.importorskip("scipy.ndimage")
-    masks = _blobs(6, seed=3)
+    masks = ellipse_masks(6, seed=3)
     points, _ = sample_center_point(masks)
     for mask, pt in zip(masks.numpy(), points):
         depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
@@ -143,7 +130,7 @@ def test_center_point_matches_a_reference_distance_transform() -> None:
 
 def test_center_point_fraction() -> None:
     ndimage = pytest.importorskip("scipy.ndimage")
-    masks = _blobs(4, seed=5)
+    masks = ellipse_masks(4, seed=5)
     points, _ = sample_center_point(masks, center_fraction=0.3, generator=_gen(0))
     for mask, pt in zip(masks.numpy(), points):
         depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
@@ -201,7 +188,7 @@ def test_box_to_points() -> None:
 
 
 def test_first_prompt_kinds() -> None:
-    masks = _blobs()
+    masks = ellipse_masks()
     box = sample_first_prompt(masks, ClickConfig(prob_box=1.0), _gen(0))
     assert box.is_box and box.points.shape == (4, 2, 2) and box.labels[0].tolist() == [2, 3]
     point = sample_first_prompt(masks, ClickConfig(prob_box=0.0), _gen(0))
@@ -220,9 +207,6 @@ def test_click_config_validation() -> None:
         ClickConfig(num_correction_rounds=-1)
     with pytest.raises(ConfigError):
         ClickConfig(correction_method="random")  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- corrections
 
 
 def _fn_fp_case() -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,27 +290,12 @@ def test_center_error_click_known_cases() -> None:
 
 
 def test_center_error_click_batched_equals_single() -> None:
-    gts = _blobs(5, seed=11)
-    preds = _blobs(5, seed=12)
+    gts = ellipse_masks(5, seed=11)
+    preds = ellipse_masks(5, seed=12)
     points, labels = sample_center_error_click(gts[:, None], preds[:, None])
     for i in range(5):
         x, y, label = evaluation_click(gts[i].numpy(), preds[i].numpy())
         assert (x, y, label) == (int(points[i, 0, 0]), int(points[i, 0, 1]), int(labels[i, 0]))
-
-
-@pytest.mark.parity
-def test_center_error_click_matches_oracle() -> None:
-    pytest.importorskip("cv2")
-    sam2_utils = pytest.importorskip("sam2.modeling.sam2_utils")
-    gts = _blobs(12, seed=21)
-    preds = _blobs(12, seed=22)
-    preds[3] = gts[3]  # a perfect prediction
-    ref_points, ref_labels = sam2_utils.sample_one_point_from_error_center(
-        gts[:, None], preds[:, None]
-    )
-    points, labels = sample_center_error_click(gts, preds)
-    assert torch.equal(points, ref_points)
-    assert torch.equal(labels, ref_labels)
 
 
 def test_round_schedule() -> None:
@@ -347,3 +316,38 @@ def test_correction_click_follows_the_config() -> None:
     assert torch.equal(centre[0], sample_center_error_click(gt, pred)[0])
     uniform = sample_correction_click(gt, pred, config=ClickConfig(), generator=_gen(5))
     assert torch.equal(uniform[0], sample_error_click(gt, pred, generator=_gen(5))[0])
+
+
+def test_click_state_feeds_back_the_best_candidate_clamped_and_undoes() -> None:
+    state = ClickState.empty(2)
+    assert state.num_clicks == 0 and state.mask_input is None
+    state.add(torch.tensor([[[3.0, 4.0]], [[5.0, 6.0]]]), torch.tensor([[POSITIVE], [NEGATIVE]]))
+    assert state.wants_multimask  # the first click asks for candidates
+    low = torch.zeros(2, 3, 4, 4)
+    low[0, 1] = 50.0  # object 0's best candidate (index 1) saturates
+    low[1, 2] = -7.0
+    iou = torch.tensor([[0.1, 0.9, 0.2], [0.3, 0.1, 0.8]])
+    chosen = state.accept(low, iou)
+    assert chosen.shape == (2, 1, 4, 4)
+    assert torch.equal(chosen[0, 0], low[0, 1]) and torch.equal(chosen[1, 0], low[1, 2])
+    assert state.mask_input.max().item() == FEEDBACK_CLAMP  # fed back clamped, returned unclamped
+    assert chosen.max().item() == 50.0
+    state.add(torch.tensor([[[1.0, 1.0]], [[2.0, 2.0]]]), torch.tensor([[NEGATIVE], [POSITIVE]]))
+    assert not state.wants_multimask and state.num_clicks == 2
+    assert state.coords.shape == (2, 2, 2) and state.labels.tolist() == [[1, 0], [0, 1]]
+    state.accept(torch.ones(2, 1, 4, 4), torch.ones(2, 1))
+    assert state.mask_input.min().item() == 1.0
+    state.undo()
+    assert state.num_clicks == 1 and torch.equal(state.mask_input[0, 0], low[0, 1].clamp(max=FEEDBACK_CLAMP))
+    state.undo()
+    assert state.num_clicks == 0 and state.mask_input is None
+    with pytest.raises(PromptError, match="no click to undo"):
+        state.undo()
+
+
+def test_click_state_refuses_misshapen_clicks_and_unpaired_accepts() -> None:
+    state = ClickState.empty(1)
+    with pytest.raises(PromptError, match="K x 1 x 2"):
+        state.add(torch.zeros(2, 1, 2), torch.zeros(2, 1))
+    with pytest.raises(PromptError, match="follows one add"):
+        state.accept(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1))

@@ -1,4 +1,4 @@
-"""Synthetic data: the fake LabPics round trip, and random scenes."""
+"""Generated images: the textures, random scenes, and the fake LabPics round trip."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import numpy as np
 import pytest
 
 from samkit.errors import ConfigError
-from samkit.train.datasets import LabPicsDataset
-from samkit.train.synthetic import (
-    SyntheticSceneDataset,
-    make_labpics_scene,
-    make_scene,
-    write_synthetic_labpics,
+from samkit.data import LabPicsDataset
+from samkit.data.synthetic.labpics import make_labpics_scene, write_synthetic_labpics
+from samkit.data.synthetic.scenes import SyntheticSceneDataset, make_scene
+from samkit.data.synthetic.textures import (
+    clip_background,
+    dependency_photos,
+    object_colours,
+    pattern_colours,
+    photo_texture,
+    scene_texture,
 )
 
 SIZE = (64, 96)
@@ -135,3 +139,52 @@ def test_synthetic_scene_dataset() -> None:
         ds[5]
     with pytest.raises(ConfigError):
         SyntheticSceneDataset(0)
+
+
+# ------------------------------------------------------------------ textures
+
+
+def test_textures_are_images_drawn_from_the_generator() -> None:
+    for seed in range(6):  # several seeds reach every pattern kind
+        a = scene_texture(np.random.default_rng(seed), 20, 30)
+        assert a.shape == (20, 30, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 255
+        np.testing.assert_array_equal(a, scene_texture(np.random.default_rng(seed), 20, 30))
+    bg = clip_background(np.random.default_rng(1), 24, 40)
+    assert bg.shape == (24, 40, 3) and bg.dtype == np.uint8 and bg.std() > 1
+    np.testing.assert_array_equal(bg, clip_background(np.random.default_rng(1), 24, 40))
+    assert not np.array_equal(bg, clip_background(np.random.default_rng(2), 24, 40))
+
+
+def test_object_pattern_mixes_the_two_colours() -> None:
+    colours = object_colours(np.random.default_rng(3))
+    assert colours.shape == (2, 3) and (colours >= 0).all() and (colours <= 255).all()
+    u, v = np.random.default_rng(0).uniform(-20, 20, size=(2, 500))
+    lo, hi = colours.min(axis=0) - 1e-3, colours.max(axis=0) + 1e-3
+    for pattern in (0, 1, 2):
+        out = pattern_colours(colours, pattern, 7.0, 0.4, u, v)
+        assert out.shape == (500, 3) and out.dtype == np.float32
+        assert ((out >= lo) & (out <= hi)).all()  # every point is a mix of the two colours
+        assert len(np.unique(out, axis=0)) > 1  # and the pattern is not flat
+
+
+def test_photo_textures_and_photo_scenes() -> None:
+    pytest.importorskip("skimage")
+    photos = dependency_photos()
+    assert photos and all(p.ndim == 3 and p.shape[2] == 3 and p.dtype == np.uint8 for p in photos)
+    assert len(dependency_photos(exclude=())) == len(photos) + 2  # the demo's two photos are left out by default
+    tex = photo_texture(np.random.default_rng(0), photos, 32, 48)
+    assert tex.shape == (32, 48, 3) and tex.dtype == np.float32
+    a = SyntheticSceneDataset(3, size=(48, 48), seed=2, photos=photos, photo_prob=1.0)
+    b = SyntheticSceneDataset(3, size=(48, 48), seed=2, photos=photos, photo_prob=1.0)
+    plain = SyntheticSceneDataset(3, size=(48, 48), seed=2)
+    for i in range(3):
+        assert a[i].image.shape == (48, 48, 3) and a[i].masks.shape[1:] == (48, 48)
+        np.testing.assert_array_equal(a[i].image, b[i].image)
+        assert not np.array_equal(a[i].image, plain[i].image)
+
+
+def test_scenes_without_photos_ignore_photo_prob() -> None:
+    a = make_scene(np.random.default_rng(4), (40, 40))
+    b = make_scene(np.random.default_rng(4), (40, 40), photos=None, photo_prob=0.9)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.masks, b.masks)

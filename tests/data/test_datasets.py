@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from samkit.errors import ConfigError, DatasetError, MissingDependencyError
-from samkit.train.datasets import (
+from samkit.masks.rle import decode_rle_counts
+from samkit.data import (
     CocoDataset,
     LabPicsDataset,
     MaskFolderDataset,
     Sample,
     decode_coco_segmentation,
-    decode_rle_counts,
     labpics_simple_masks,
     rasterize_polygons,
 )

@@ -1,7 +1,4 @@
-"""Command-line entry points for training data and fine-tuning.
-
-    samkit train --data DIR --format labpics|coco|folder|synthetic --out RUN_DIR [options]
-    samkit make-synthetic-labpics OUT --train N --test M
+"""``samkit train`` and ``samkit make-synthetic-labpics``: fine-tuning, and a small dataset to try it on.
 
 ``samkit train`` runs on one process, or data-parallel under
 ``torchrun --nproc_per_node N -m samkit.cli train ...`` (gloo on CPU, NCCL on CUDA).
@@ -12,83 +9,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
 
+import torch
+import torch.distributed as dist
+
+from samkit.builder import build_model, load_model
+from samkit.checkpoint import config_from_dict
+from samkit.cli.common import add_data_args
+from samkit.data import open_dataset, write_synthetic_labpics
 from samkit.errors import ConfigError
+from samkit.model.sam2 import SAM2Model
+from samkit.prompts import ClickConfig
+from samkit.train import TRAIN_PARTS, LoRAConfig, LossWeights, TrainConfig, Trainer, init_distributed
+from samkit.train.recipes import get_recipe, run_recipe
 
-__all__ = ["register_cli", "open_dataset", "add_data_args", "DATA_FORMATS"]
-
-DATA_FORMATS: tuple[str, ...] = ("labpics", "coco", "folder", "synthetic")
-
-
-def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False, format_required: bool = True) -> None:
-    """``--data/--format/--split/--layout/--images`` and the synthetic-data options."""
-    p.add_argument("--data", required=data_required,
-                   help="dataset: the LabPicsV1 folder (labpics), the annotation JSON (coco), the folder with "
-                        "images/ and masks/ (folder); not needed for synthetic")
-    p.add_argument("--format", required=format_required, choices=DATA_FORMATS, help="dataset layout")
-    p.add_argument("--split", default=None, help="LabPics split (Train/Test); default Train for training, Test "
-                                                 "for evaluation")
-    p.add_argument("--layout", default="Simple", help="LabPics layout: Simple or Complex")
-    p.add_argument("--images", help="coco: the folder of the images (default: the JSON's folder)")
-    p.add_argument("--synthetic-count", type=int, default=200, help="synthetic: number of random scenes")
-    p.add_argument("--synthetic-size", type=int, default=256, help="synthetic: side of the scenes in pixels")
-    p.add_argument("--synthetic-objects", type=_int_range, default=(4, 12), metavar="MIN,MAX",
-                   help="synthetic: range of top-level objects per scene (the nano recipe trains on 1,4)")
-    p.add_argument("--synthetic-photos", action="store_true",
-                   help="synthetic: backgrounds and some textures from scikit-image's photos, as in the nano "
-                        "recipe's training scenes")
-
-
-def open_dataset(fmt: str, data: Optional[str], split: str = "Train", *, layout: str = "Simple",
-                 images: Optional[str] = None, synthetic_count: int = 200, synthetic_size: int = 256,
-                 seed: int = 0, synthetic_photos: bool = False,
-                 synthetic_objects: tuple[int, int] = (4, 12)) -> Sequence[Any]:
-    """A samkit dataset (``Sequence[Sample]``) from command-line style arguments.
-
-    ``fmt``: ``labpics`` (``LabPicsDataset(data, split, layout)``), ``coco``
-    (``CocoDataset(data, images or data's folder)``), ``folder`` (``MaskFolderDataset(data)``)
-    or ``synthetic`` (``SyntheticSceneDataset``; the ``Test`` split uses another seed than
-    ``Train``; ``synthetic_photos`` adds scikit-image photo backgrounds, as the nano recipe does).
-    """
-    from samkit.train.datasets import CocoDataset, LabPicsDataset, MaskFolderDataset
-    from samkit.train.synthetic import SyntheticSceneDataset
-
-    if fmt == "synthetic":
-        offset = 0 if split.lower() == "train" else 1_000_003
-        photos = None
-        if synthetic_photos:
-            from samkit.train.synthetic import dependency_photos
-
-            photos = dependency_photos()
-        return SyntheticSceneDataset(synthetic_count, size=(synthetic_size, synthetic_size), seed=seed + offset,
-                                     photos=photos, num_objects=tuple(synthetic_objects))
-    if not data:
-        raise ConfigError(f"--data is needed for the {fmt!r} format")
-    if fmt == "labpics":
-        return LabPicsDataset(data, split, layout)
-    if fmt == "coco":
-        return CocoDataset(data, images if images else Path(data).parent)
-    if fmt == "folder":
-        return MaskFolderDataset(data)
-    raise ConfigError(f"unknown dataset format {fmt!r}; choose from {', '.join(DATA_FORMATS)}")
-
-
-def _int_range(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX (two integers), got {text!r}") from None
-    if not 1 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, got {text!r}")
-    return lo, hi
+__all__ = ["register"]
 
 
 def _parts(text: str) -> tuple[str, ...]:
-    from samkit.train.trainer import TRAIN_PARTS
-
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
     bad = [p for p in parts if p not in TRAIN_PARTS]
     if bad:
@@ -97,8 +36,6 @@ def _parts(text: str) -> tuple[str, ...]:
 
 
 def _part_lr(text: str) -> tuple[tuple[str, float], ...]:
-    from samkit.train.trainer import TRAIN_PARTS
-
     out = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         part, _, factor = item.partition("=")
@@ -124,15 +61,9 @@ def _loss_weights(text: str) -> tuple[float, float, float, float]:
     return vals  # type: ignore[return-value]
 
 
-def _build_start_model(args: argparse.Namespace, device: str, verbose: bool = True):
-    """The model training starts from: --config JSON and/or --checkpoint, or --model."""
-    import torch
-
-    from samkit.builder import DEFAULT_MODEL, build_model
-    from samkit.checkpoint import config_from_dict
-
+def _start_model(args: argparse.Namespace, device: str, verbose: bool = True) -> SAM2Model:
+    """The model training starts from (in train mode): --config JSON and/or --checkpoint, or --model."""
     torch.manual_seed(args.seed)  # random initialisation is part of the run's seed
-    say = print if verbose else (lambda *a, **k: None)
     if args.config:
         try:
             cfg = config_from_dict(json.loads(Path(args.config).read_text()))
@@ -140,20 +71,16 @@ def _build_start_model(args: argparse.Namespace, device: str, verbose: bool = Tr
             raise ConfigError(f"cannot read the model config {args.config!r}: {exc}") from None
         model = build_model(cfg, args.checkpoint, device=device, eval_mode=False)
         what = f"from {args.checkpoint}" if args.checkpoint else "with random weights"
-        say(f"model: {cfg.name} ({args.config}) {what}")
-    elif args.checkpoint:
-        model = build_model(checkpoint=args.checkpoint, device=device, eval_mode=False)
-        say(f"model: {model.cfg.name} from {args.checkpoint}")
+        description = f"{cfg.name} ({args.config}) {what}"
     else:
-        model = build_model(args.model or DEFAULT_MODEL, device=device, eval_mode=False)
-        say(f"model: {model.cfg.name} with random weights (pass --checkpoint FILE to fine-tune trained weights)")
-    return model
+        model, description = load_model(args.model, args.checkpoint, device)
+    if verbose:
+        print(f"model: {description}")
+    return model.train()
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
     """``samkit train --recipe NAME --out DIR``: a registered training recipe, resumable."""
-    from samkit.train.recipes import get_recipe, run_recipe
-
     recipe = get_recipe(args.recipe)
     print(f"recipe {recipe.name}: {recipe.description}; {len(recipe.stages)} stages -> {args.out}")
     result = run_recipe(recipe, args.out, device=args.device, progress=not args.no_progress)
@@ -166,13 +93,7 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from samkit.train.lora import LoRAConfig
-    from samkit.train.losses import LossWeights
-    from samkit.train.prompts import ClickConfig
-    from samkit.train.trainer import TrainConfig, Trainer, init_distributed
-
+    """Interactive fine-tuning on one process or under torchrun (see the module docstring)."""
     if args.recipe:
         return cmd_recipe(args)
     if not args.format:
@@ -212,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             keep_checkpoints=args.keep_checkpoints,
             tensorboard=None if args.tensorboard == "auto" else args.tensorboard == "on",
         )
-        model = _build_start_model(args, device, verbose=rank == 0)
+        model = _start_model(args, device, verbose=rank == 0)
         if rank == 0:
             print(f"data: {len(train_data)} training images" +
                   (f", {len(val_data)} validation images" if val_data is not None else "") +
@@ -234,25 +155,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                  if k in val))
             print(f"wrote {result['checkpoint']} (and {Path(args.out) / 'metrics.csv'})")
     finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 
 def cmd_make_synthetic_labpics(args: argparse.Namespace) -> int:
-    from samkit.train.synthetic import write_synthetic_labpics
-
+    """Write generated scenes in the LabPics layout (Train and Test splits)."""
     root = write_synthetic_labpics(args.out, args.train, args.test, size=(args.height, args.width), seed=args.seed)
     print(f"wrote {args.train} training and {args.test} test images to {root}/Simple "
           f"(read with --format labpics --data {root})")
     return 0
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``train`` and ``make-synthetic-labpics`` to the ``samkit`` command."""
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train`` and ``make-synthetic-labpics``."""
     p = sub.add_parser("train", help="fine-tune a model with simulated interactive clicks",
                        description="Interactive fine-tuning (SAM's click simulation: first prompt, correction "
                                    "clicks from the error region, rounds without clicks). Writes checkpoints in "
@@ -261,7 +178,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", help="run a registered training recipe instead (e.g. nano: samkit's default model "
                                     "from scratch); only --out, --device and --no-progress apply; rerun to resume")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", help="registered model to start from with random weights (see `samkit models`)")
+    g.add_argument("--model", help="registered model to start from: its shipped weights when samkit ships some, "
+                                   "else random weights (see `samkit models`)")
     g.add_argument("--checkpoint", help="checkpoint to start from (.pt or .safetensors)")
     p.add_argument("--config", help="model config JSON (ModelConfig fields, as checkpoints record them) for a "
                                     "custom model; with --checkpoint its weights are loaded into it")

@@ -1,0 +1,80 @@
+"""What several commands share: the model arguments and loading, prompt and dataset arguments."""
+
+from __future__ import annotations
+
+import argparse
+
+from samkit.builder import load_model
+from samkit.data import DATASET_FORMATS
+from samkit.model.sam2 import SAM2Model
+
+__all__ = ["add_model_args", "model_from_args", "point_arg", "box_arg", "int_range_arg", "add_data_args"]
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--model NAME [--pretrained] | --checkpoint FILE`` and ``--device``."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", help="registered model name or Hugging Face id (see `samkit models`)")
+    g.add_argument("--checkpoint", help="checkpoint file (.pt or .safetensors); the variant is detected")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --model: Meta's official weights, downloaded once into the cache (see `samkit "
+                        "download`); without it an official variant has random weights")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def model_from_args(args: argparse.Namespace) -> SAM2Model:
+    """The model of ``--model/--checkpoint/--pretrained/--device``; prints which weights it has."""
+    model, description = load_model(args.model, args.checkpoint, args.device, pretrained=args.pretrained or None)
+    print(f"model: {description}")
+    return model
+
+
+def _floats(text: str, n_min: int, n_max: int, what: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not n_min <= len(vals) <= n_max:
+        raise argparse.ArgumentTypeError(f"{what} takes {n_min}-{n_max} numbers, got {text!r}")
+    return vals
+
+
+def point_arg(text: str) -> list[float]:
+    """``"X,Y[,LABEL]"`` -> ``[x, y, label]`` (label 1 when not given)."""
+    v = _floats(text, 2, 3, "--point X,Y[,LABEL]")
+    return v if len(v) == 3 else v + [1.0]
+
+
+def box_arg(text: str) -> list[float]:
+    """``"X0,Y0,X1,Y1"`` -> ``[x0, y0, x1, y1]``."""
+    return _floats(text, 4, 4, "--box X0,Y0,X1,Y1")
+
+
+def int_range_arg(text: str) -> tuple[int, int]:
+    """``"MIN,MAX"`` -> ``(min, max)`` with ``1 <= min <= max``."""
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (two integers), got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False, format_required: bool = True) -> None:
+    """``--data/--format/--split/--layout/--images`` and the synthetic-data options (train, eval)."""
+    p.add_argument("--data", required=data_required,
+                   help="dataset: the LabPicsV1 folder (labpics), the annotation JSON (coco), the folder with "
+                        "images/ and masks/ (folder); not needed for synthetic")
+    p.add_argument("--format", required=format_required, choices=tuple(DATASET_FORMATS), help="dataset layout")
+    p.add_argument("--split", default=None, help="LabPics split (Train/Test); default Train for training, Test "
+                                                 "for evaluation")
+    p.add_argument("--layout", default="Simple", help="LabPics layout: Simple or Complex")
+    p.add_argument("--images", help="coco: the folder of the images (default: the JSON's folder)")
+    p.add_argument("--synthetic-count", type=int, default=200, help="synthetic: number of random scenes")
+    p.add_argument("--synthetic-size", type=int, default=256, help="synthetic: side of the scenes in pixels")
+    p.add_argument("--synthetic-objects", type=int_range_arg, default=(4, 12), metavar="MIN,MAX",
+                   help="synthetic: range of top-level objects per scene (the nano recipe trains on 1,4)")
+    p.add_argument("--synthetic-photos", action="store_true",
+                   help="synthetic: backgrounds and some textures from scikit-image's photos, as in the nano "
+                        "recipe's training scenes")

@@ -1,0 +1,17 @@
+"""The data engine: folders of images -> annotation files (SA-1B JSON), resumably.
+
+* :mod:`samkit.engine.annotate`: listing images, ``--shard I/N``, skipping finished images, the
+  loop around one :class:`AnnotateWorker`, and the run's :class:`Summary` (masks-per-image histogram);
+* :mod:`samkit.engine.writers`: the output formats, one class each (:class:`SA1BWriter`).
+
+The commands ``samkit auto IMAGE --out DIR`` and ``samkit annotate IMAGES_DIR --out DIR`` run it.
+"""
+
+from samkit.engine.annotate import (SA1B_BINS, AnnotateWorker, ImageStatus, MaskGenerator, Summary, annotate_folder,
+                                    annotate_image, histogram_png, in_shard, list_images, mask_count_histogram,
+                                    parse_shard)
+from samkit.engine.writers import SA1BWriter, Writer, overlay_records, sa1b_record
+
+__all__ = ["SA1B_BINS", "AnnotateWorker", "ImageStatus", "MaskGenerator", "Summary", "annotate_folder",
+           "annotate_image", "histogram_png", "in_shard", "list_images", "mask_count_histogram", "parse_shard",
+           "SA1BWriter", "Writer", "overlay_records", "sa1b_record"]
