@@ -20,6 +20,41 @@ from samkit.weights import BUNDLED, bundled_checkpoint, download_checkpoint, is_
 DEFAULT_MODEL = "samkit_nano"
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, once this machine is known to have it.
+
+    Raises:
+        ConfigError: a string torch does not parse (``"gpu9"``), or a device this machine lacks
+            (``"cuda"`` without a usable GPU, ``"cuda:3"`` with two GPUs, ``"mps"`` off Apple
+            silicon). Without this check torch fails later, deep inside, with a RuntimeError.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"unknown device {str(device)!r} ({exc}); use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU or driver found"
+            raise ConfigError(f"device {str(device)!r}: CUDA is not available on this machine ({why}); "
+                              "use device cpu (--device cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device {str(device)!r}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+        return dev
+    if dev.type == "mps":
+        available = torch.backends.mps.is_available()
+    else:  # xpu and other backends torch knows, each with its is_available()
+        is_available = getattr(getattr(torch, dev.type, None), "is_available", None)
+        available = bool(is_available()) if callable(is_available) else False
+    if not available:
+        raise ConfigError(f"device {str(device)!r} is not available on this machine; use cpu (--device cpu) "
+                          "or cuda")
+    return dev
+
+
 def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu", *, eval_mode: bool = True,
                 pretrained: bool | None = None) -> SAM2Model:
@@ -43,6 +78,7 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
             ``True``: required: shipped ones, else the official checkpoint from the cache or
             downloaded (an error if there is neither); ``False``: random weights.
     """
+    device = check_device(device)  # an unknown device fails before any file is read
     cfg: ModelConfig | None = None
     if isinstance(name, ModelConfig):
         cfg = name
@@ -103,6 +139,7 @@ def load_model(name: str | None = None, checkpoint: str | os.PathLike | None = N
         ``(model in eval mode on device, description)``, e.g. ``"sam2.1_hiera_tiny from
         sam2.1_hiera_tiny.pt"`` or ``"sam2.1_hiera_tiny with RANDOM weights (none ship for it): ..."``.
     """
+    device = check_device(device)  # before a download
     if checkpoint is not None:
         if pretrained:
             raise ConfigError("pass either a checkpoint file or pretrained=True (--pretrained) with a model name, "

@@ -57,3 +57,8 @@ class MissingDependencyError(SamkitError, ImportError):
 class DownloadError(SamkitError, OSError):
     """Official weights that could not be downloaded (offline, HTTP error, truncated or wrong file);
     the message names the file, the URL and where to put the file by hand."""
+
+
+class OutputPathError(SamkitError, OSError):
+    """An output path that cannot be used: a read-only folder, a file where a folder is needed (or
+    the reverse); the message names the path and the option it came from."""

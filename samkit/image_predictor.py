@@ -69,6 +69,49 @@ def _as_float_tensor(x: Any, what: str, device: torch.device) -> torch.Tensor:
     return t
 
 
+def check_box_order(boxes: np.ndarray | torch.Tensor, what: str = "box") -> None:
+    """Raise :class:`PromptError` for a box ``... x 4`` whose corners are in the wrong order.
+
+    Boxes are ``x0, y0, x1, y1`` (top-left corner, then bottom-right) with ``x0 <= x1`` and
+    ``y0 <= y1``; a box of zero width or height is accepted.
+    """
+    b = torch.as_tensor(boxes).detach().reshape(-1, 4)
+    bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        x0, y0, x1, y1 = (float(v) for v in b[i].tolist())
+        which = f" {i}" if b.shape[0] > 1 else ""
+        wrong = f"x1 ({x1:g}) < x0 ({x0:g})" if x1 < x0 else f"y1 ({y1:g}) < y0 ({y0:g})"
+        raise PromptError(f"{what}{which} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] has {wrong}: boxes are x0,y0,x1,y1 "
+                          "(top-left corner, then bottom-right) with x0 <= x1 and y0 <= y1")
+
+
+def check_prompt_extent(coords: np.ndarray | torch.Tensor, orig_hw: tuple[int, int], normalized: bool = True,
+                        what: str = "point_coords") -> None:
+    """Raise :class:`PromptError` for coordinates ``... x 2`` (x, y) more than one image size
+    outside the image: ``x`` outside ``[-W, 2W]`` or ``y`` outside ``[-H, 2H]`` in pixels (with
+    ``normalized=False``, fractions of the size: outside ``[-1, 2]``).
+
+    Such a point is almost surely in another frame (pixels of another image, or pixels passed
+    as fractions). Points and boxes outside the image within that margin are encoded as given,
+    without clamping, as the official predictor does.
+    """
+    c = torch.as_tensor(coords).detach().reshape(-1, 2).double()
+    h, w = (float(v) for v in orig_hw)
+    size = c.new_tensor([w, h]) if normalized else c.new_tensor([1.0, 1.0])
+    bad = ((c < -size) | (c > 2 * size)).any(dim=1)
+    if not bool(bad.any()):
+        return
+    x, y = c[int(bad.nonzero()[0, 0])].tolist()
+    if normalized:
+        frame = (f"pixels of the {int(h)} x {int(w)} image (H x W), x across and y down; accepted: x in "
+                 f"[{-w:g}, {2 * w:g}], y in [{-h:g}, {2 * h:g}] (at most one image size outside the image)")
+    else:
+        frame = ("fractions of the image's width and height with normalize_coords=False; accepted: [-1, 2] "
+                 "(pixels? then leave normalize_coords=True)")
+    raise PromptError(f"{what} has a point (x={x:g}, y={y:g}) far outside the image: coordinates are {frame}")
+
+
 class ImagePredictor:
     """Predict masks for prompts on an image, from a model's image embedding.
 
@@ -153,19 +196,27 @@ class ImagePredictor:
         dev = self.device
         coords = labels = boxes = mask_input = None
         orig_hw = self._orig_hw[img_idx]
+        if point_coords is None and point_labels is None and box is None and mask_logits is None:
+            where = f"predict_batch: image {img_idx}" if img_idx >= 0 else "predict"
+            raise PromptError(f"{where} has no prompt: give point_coords with point_labels, a box (x0, y0, x1, "
+                              "y1), or a mask_input (the low-res logits of an earlier predict)")
         if point_coords is not None or point_labels is not None:
             if point_coords is None or point_labels is None:
                 raise PromptError("point_coords and point_labels must be given together")
             pc = _as_float_tensor(point_coords, "point_coords", dev)
             try:
                 lab_np = np.asarray(point_labels)
-                if lab_np.dtype.kind == "f" and not np.isfinite(lab_np).all():
-                    raise PromptError("point_labels contains NaN or infinite values")
-                pl = torch.as_tensor(lab_np.astype(np.int64), device=dev)
-                if lab_np.dtype.kind == "f" and not np.array_equal(lab_np, lab_np.astype(np.int64)):
-                    raise PromptError("point_labels must be integers")
             except (TypeError, ValueError):
-                raise PromptError("point_labels must be an array of integers") from None
+                lab_np = np.asarray(None)
+            if lab_np.dtype.kind not in "biuf":
+                raise PromptError(f"point_labels must be an array of integers, got {type(point_labels).__name__}")
+            if lab_np.dtype.kind == "f" and not np.isfinite(lab_np).all():
+                raise PromptError("point_labels contains NaN or infinite values")
+            as_int = lab_np.astype(np.int64)
+            if lab_np.dtype.kind == "f" and not np.array_equal(lab_np, as_int):
+                raise PromptError(f"point_labels must be integers (1 foreground, 0 background, -1 padding, 2/3 box "
+                                  f"corners), got {sorted(set(lab_np[lab_np != as_int].tolist()))}")
+            pl = torch.as_tensor(as_int, device=dev)
             if pc.ndim == 2:
                 pc, pl = pc[None], pl[None] if pl.ndim == 1 else pl
             if pc.ndim != 3 or pc.shape[-1] != 2:
@@ -173,6 +224,7 @@ class ImagePredictor:
             if tuple(pl.shape) != tuple(pc.shape[:2]):
                 raise PromptError(f"point_labels shape {tuple(pl.shape)} does not match point_coords "
                                   f"{tuple(pc.shape)}: one label per point is needed")
+            check_prompt_extent(pc, orig_hw, normalize_coords, "point_coords")
             bad = ~torch.isin(pl, torch.tensor(VALID_LABELS, device=dev))
             if bad.any():
                 raise PromptError(f"point_labels must be in {{-1, 0, 1, 2, 3}} (1 foreground, 0 background, "
@@ -183,6 +235,8 @@ class ImagePredictor:
             bx = _as_float_tensor(box, "box", dev)
             if bx.shape[-1:] != (4,) or bx.ndim > 2:
                 raise PromptError(f"box must have shape 4 or B x 4 (x0, y0, x1, y1), got {tuple(bx.shape)}")
+            check_box_order(bx, "box")
+            check_prompt_extent(bx, orig_hw, normalize_coords, "box")
             boxes = self._transforms.transform_boxes(bx.reshape(-1, 4), normalize=normalize_coords, orig_hw=orig_hw)
         if mask_logits is not None:
             mi = _as_float_tensor(mask_logits, "mask_input", dev)

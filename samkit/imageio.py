@@ -14,11 +14,22 @@ Accepted images (:func:`to_rgb_uint8`):
 - PIL images of any mode.
 
 Boolean arrays are refused: they are almost always a mask passed where an image was meant.
+
+Image files (:func:`load_image`, :func:`open_image`) larger than :data:`MAX_IMAGE_PIXELS`
+pixels are refused from their header, before any pixel is decoded: a small file can claim a
+huge size (a "decompression bomb") and would otherwise exhaust memory. Raise the limit for one
+call with ``max_pixels=...``, or for a whole run with the environment variable
+``SAMKIT_MAX_IMAGE_PIXELS``. PIL's own guard (``PIL.Image.MAX_IMAGE_PIXELS``, which samkit
+never changes) still applies on top; its refusals become the same :class:`ImageError`.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
+import struct
+from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -26,10 +37,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from samkit.errors import ImageError
+from samkit.errors import ConfigError, ImageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_PIXELS_ENV",
+    "image_pixel_limit",
+    "open_image",
+    "describe_access_error",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageLike",
@@ -42,6 +58,20 @@ __all__ = [
 
 # file endings read as images by every folder reader (lower case; matched case-insensitively)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+MAX_IMAGE_PIXELS: int = 178_956_970
+"""Largest image file (width x height) that :func:`load_image` reads by default.
+
+It is the size at which PIL's own decompression-bomb guard raises an error with its default
+settings (``2 * PIL.Image.MAX_IMAGE_PIXELS`` = ``2 * 89_478_485``, about 13,377 x 13,377), so
+every image PIL read before is still read. Such an image takes ~0.5 GB as RGB uint8 and ~2 GB
+as the float32 copy the image predictor makes; anything larger is almost always a damaged or
+hostile file. Override: ``max_pixels=`` or the ``SAMKIT_MAX_IMAGE_PIXELS`` environment variable.
+(PIL itself still warns, ``DecompressionBombWarning``, about images over 89,478,485 pixels.)
+"""
+
+MAX_IMAGE_PIXELS_ENV = "SAMKIT_MAX_IMAGE_PIXELS"
+"""Environment variable that replaces :data:`MAX_IMAGE_PIXELS` (a positive whole number)."""
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 """Per-channel mean (RGB, in ``[0, 1]`` units) subtracted before the image encoder."""
@@ -165,35 +195,191 @@ def _to_uint8(arr: np.ndarray, original: object) -> np.ndarray:
     raise ImageError(f"received {_describe(original)}; {_ACCEPTED}")
 
 
-def load_image(path: str | os.PathLike[str], *, exif_transpose: bool = True) -> np.ndarray:
+def image_pixel_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels`` if given, else ``$SAMKIT_MAX_IMAGE_PIXELS``,
+    else :data:`MAX_IMAGE_PIXELS`. The environment is read on each call (no import-time state).
+
+    Raises:
+        ConfigError: ``max_pixels`` or the environment variable is not a positive whole number.
+    """
+    if max_pixels is not None:
+        if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels <= 0:
+            raise ConfigError(
+                f"max_pixels must be a positive whole number of pixels, got {max_pixels!r} "
+                f"(the default is {MAX_IMAGE_PIXELS:,})"
+            )
+        return max_pixels
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)  # accepts 400_000_000
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(
+            f"the environment variable {MAX_IMAGE_PIXELS_ENV}={raw!r} is not a positive whole "
+            f"number of pixels; set it to e.g. 400000000, or unset it for the default "
+            f"({MAX_IMAGE_PIXELS:,})"
+        )
+    return value
+
+
+_EFFECTIVE = os.access in os.supports_effective_ids  # check as the effective user where possible
+
+
+def describe_access_error(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` cannot be read by this user (permission denied), for error messages.
+
+    Names the first folder on the path that this user cannot enter, if there is one;
+    otherwise the file itself is not readable.
+    """
+    target = Path(os.path.abspath(os.fspath(path)))
+    for folder in reversed(target.parents):  # from the root down
+        try:
+            if not os.access(folder, os.X_OK, effective_ids=_EFFECTIVE):
+                return (
+                    f"permission denied: this user cannot enter the folder {str(folder)!r}; "
+                    "ask its owner for access (e.g. chmod o+rx on the folder) or copy the "
+                    "file somewhere you can read"
+                )
+        except OSError:  # pragma: no cover - access() does not raise on Linux
+            break
+    return (
+        "permission denied: the file is not readable by this user; ask its owner for read "
+        "access (e.g. chmod o+r) or copy it somewhere you can read"
+    )
+
+
+_PIL_BOMB_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
+
+
+def _too_large(name: str, size: str, pixels: int, limit: int) -> ImageError:
+    """The error for an image over samkit's limit, saying how to read it anyway."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    also_pil = ""
+    if pil_limit is not None and pixels > 2 * pil_limit:
+        also_pil = (
+            f", and (in Python) PIL.Image.MAX_IMAGE_PIXELS to at least {(pixels + 1) // 2} "
+            "(PIL's own guard, which samkit leaves alone)"
+        )
+    return ImageError(
+        f"image file {name!r} is too large: {size}, over the limit of {limit:,} pixels (a guard "
+        "against decompression bombs, small files that claim a huge size); if the image is "
+        "genuine, downscale it, or raise the limit with the environment variable "
+        f"{MAX_IMAGE_PIXELS_ENV}={pixels} (or max_pixels={pixels}){also_pil}"
+    )
+
+
+def _pil_bomb_error(name: str, exc: Exception, limit: int) -> ImageError:
+    """An :class:`ImageError` for PIL's DecompressionBombError, or its DecompressionBombWarning
+    where a warnings filter turns warnings into errors."""
+    found = _PIL_BOMB_PIXELS.search(str(exc))
+    if found is None:  # pragma: no cover - PIL's message names the size
+        return ImageError(
+            f"image file {name!r} was refused by PIL as a possible decompression bomb ({exc}); "
+            "if the image is genuine, downscale it or raise PIL.Image.MAX_IMAGE_PIXELS"
+        )
+    pixels = int(found.group(1))
+    if pixels > limit:
+        return _too_large(name, f"its header claims {pixels:,} pixels", pixels, limit)
+    if isinstance(exc, Image.DecompressionBombWarning):
+        why = (
+            f"PIL warns about images over PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} "
+            "pixels and this program's warnings filter turns that warning into an error"
+        )
+    else:
+        why = "PIL's own decompression-bomb guard (PIL.Image.MAX_IMAGE_PIXELS) refuses it"
+    return ImageError(
+        f"image file {name!r} claims {pixels:,} pixels: within samkit's limit of {limit:,}, but "
+        f"{why}; if the image is genuine, downscale it, or (in Python) raise "
+        f"PIL.Image.MAX_IMAGE_PIXELS to at least {(pixels + 1) // 2} (samkit leaves it alone)"
+    )
+
+
+_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# What PIL raises for a damaged file (besides OSError "truncated"): plugins also fail with
+# SyntaxError, struct.error, IndexError, EOFError on malformed headers and chunks.
+_UNREADABLE = (
+    UnidentifiedImageError, OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error,
+)
+
+
+def open_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
+    """Open an image file lazily (only its header is read) after checking that it is usable.
+
+    Use the result in a ``with`` block; call ``.load()`` to decode the pixels.
+
+    Args:
+        path: an image file PIL can read.
+        max_pixels: refuse images with more pixels than this (default
+            :func:`image_pixel_limit`: ``$SAMKIT_MAX_IMAGE_PIXELS`` or :data:`MAX_IMAGE_PIXELS`).
+
+    Raises:
+        ImageError: the file is missing, not readable (permission), a folder, not an image,
+            or larger than the limit (checked from the header, before decoding).
+        ConfigError: the limit itself is invalid.
+    """
+    name = os.fspath(path)
+    limit = image_pixel_limit(max_pixels)
+    try:
+        info = os.stat(name)
+    except PermissionError:
+        raise ImageError(f"cannot read image file {name!r}: {describe_access_error(name)}") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageError(f"image file {name!r} does not exist") from None
+    except (OSError, ValueError) as exc:  # e.g. a name too long, or with a NUL byte
+        raise ImageError(f"cannot read image file {name!r}: {exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{name!r} is a folder, not an image file")
+    try:
+        img = Image.open(name)
+    except PermissionError:
+        raise ImageError(f"cannot read image file {name!r}: {describe_access_error(name)}") from None
+    except _BOMBS as exc:
+        raise _pil_bomb_error(name, exc, limit) from None
+    except _UNREADABLE as exc:
+        raise ImageError(f"cannot read image file {name!r}: {exc}") from exc
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise _too_large(name, f"{width} x {height} = {width * height:,} pixels", width * height, limit)
+    return img
+
+
+def load_image(
+    path: str | os.PathLike[str], *, exif_transpose: bool = True, max_pixels: int | None = None
+) -> np.ndarray:
     """Read an image file as an ``H x W x 3`` uint8 RGB array.
 
     Args:
         path: an image file PIL can read (JPEG, PNG, BMP, TIFF, WebP, ...).
         exif_transpose: rotate/flip the pixels as the file's EXIF orientation tag says, as
             photo viewers (and OpenCV's ``imread``) do. ``False`` keeps the stored layout.
+        max_pixels: refuse images with more pixels than this, from the header, before
+            decoding (default ``$SAMKIT_MAX_IMAGE_PIXELS`` or :data:`MAX_IMAGE_PIXELS`).
 
     Returns:
         ``H x W x 3`` uint8 RGB array (16-bit files are scaled to 8 bit, alpha is dropped).
 
     Raises:
-        ImageError: the file is missing, is not an image, or is truncated/corrupt.
+        ImageError: the file is missing, not readable, not an image, truncated/corrupt, or
+            larger than the pixel limit.
     """
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise ImageError(f"image file {name!r} does not exist")
-    if os.path.isdir(name):
-        raise ImageError(f"{name!r} is a folder, not an image file")
-    try:
-        with Image.open(name) as img:
+    limit = image_pixel_limit(max_pixels)
+    with open_image(name, max_pixels=limit) as img:
+        try:
             img.load()  # decode now, inside the try, so truncated files fail here
             if exif_transpose:
                 img = ImageOps.exif_transpose(img)
             return to_rgb_uint8(img)
-    except ImageError as exc:
-        raise ImageError(f"image file {name!r}: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read image file {name!r}: {exc}") from exc
+        except ImageError as exc:
+            raise ImageError(f"image file {name!r}: {exc}") from exc
+        except _BOMBS as exc:  # e.g. a GIF frame or TIFF tile larger than the header said
+            raise _pil_bomb_error(name, exc, limit) from None
+        except _UNREADABLE as exc:
+            raise ImageError(f"cannot read image file {name!r}: {exc}") from exc
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,6 @@ stability scores of :mod:`~samkit.automask.stability`, the candidate rows of
 :mod:`~samkit.automask.records`, and the shared mask library :mod:`samkit.masks`.
 """
 
-from samkit.automask.generator import AutoMaskConfig, AutoMaskGenerator
+from samkit.automask.generator import AutoMaskConfig, AutoMaskGenerator, GenerateStats
 
-__all__ = ["AutoMaskGenerator", "AutoMaskConfig"]
+__all__ = ["AutoMaskGenerator", "AutoMaskConfig", "GenerateStats"]

@@ -8,9 +8,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["build_point_grid", "build_all_layer_point_grids", "generate_crop_boxes", "is_box_near_crop_edge",
-           "uncrop_boxes_xyxy", "uncrop_points", "uncrop_masks"]
+from samkit.errors import ImageError
 
+__all__ = ["build_point_grid", "build_all_layer_point_grids", "generate_crop_boxes", "check_crop_boxes",
+           "is_box_near_crop_edge", "uncrop_boxes_xyxy", "uncrop_points", "uncrop_masks"]
 
 
 def build_point_grid(n_per_side: int) -> np.ndarray:
@@ -55,6 +56,20 @@ def generate_crop_boxes(im_size: Sequence[int], n_layers: int,
                 boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
                 layers.append(layer)
     return boxes, layers
+
+
+def check_crop_boxes(im_size: Sequence[int], boxes: Sequence[Sequence[int]], layers: Sequence[int]) -> None:
+    """Raise :class:`~samkit.errors.ImageError` when a crop of :func:`generate_crop_boxes` is
+    empty: an image too small for its crop layers. The message gives the image's size
+    ``(H, W)``, not the crop's."""
+    im_h, im_w = int(im_size[0]), int(im_size[1])
+    for box, layer in zip(boxes, layers):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        if x1 <= x0 or y1 <= y0:
+            raise ImageError(f"the image ({im_h} x {im_w} pixels, H x W) is too small for crop_n_layers="
+                             f"{max(layers)}: crop {[x0, y0, x1, y1]} (x0, y0, x1, y1) of crop layer {layer} is "
+                             "empty; use fewer crop layers (crop_n_layers=0 works for any image size) or a larger "
+                             "image")
 
 
 def is_box_near_crop_edge(boxes: torch.Tensor, crop_box: Sequence[int], orig_box: Sequence[int],

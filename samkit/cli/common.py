@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from samkit.builder import load_model
 from samkit.data import DATASET_FORMATS
+from samkit.errors import PromptError
+from samkit.image_predictor import check_box_order
 from samkit.model.sam2 import SAM2Model
 
 __all__ = ["add_model_args", "model_from_args", "point_arg", "box_arg", "int_range_arg", "add_data_args"]
@@ -36,18 +39,28 @@ def _floats(text: str, n_min: int, n_max: int, what: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{what} must be comma-separated numbers, got {text!r}") from None
     if not n_min <= len(vals) <= n_max:
         raise argparse.ArgumentTypeError(f"{what} takes {n_min}-{n_max} numbers, got {text!r}")
+    if not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"{what} must be finite numbers (no nan or inf), got {text!r}")
     return vals
 
 
 def point_arg(text: str) -> list[float]:
-    """``"X,Y[,LABEL]"`` -> ``[x, y, label]`` (label 1 when not given)."""
+    """``"X,Y[,LABEL]"`` -> ``[x, y, label]`` (label 1 when not given; only 0 and 1 are accepted)."""
     v = _floats(text, 2, 3, "--point X,Y[,LABEL]")
+    if len(v) == 3 and v[2] not in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"--point X,Y,LABEL: LABEL must be 1 (object) or 0 (background), got "
+                                         f"{text.split(',')[2].strip()!r} in {text!r}")
     return v if len(v) == 3 else v + [1.0]
 
 
 def box_arg(text: str) -> list[float]:
-    """``"X0,Y0,X1,Y1"`` -> ``[x0, y0, x1, y1]``."""
-    return _floats(text, 4, 4, "--box X0,Y0,X1,Y1")
+    """``"X0,Y0,X1,Y1"`` -> ``[x0, y0, x1, y1]`` with ``x0 <= x1`` and ``y0 <= y1``."""
+    v = _floats(text, 4, 4, "--box X0,Y0,X1,Y1")
+    try:
+        check_box_order(v, "--box")
+    except PromptError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return v
 
 
 def int_range_arg(text: str) -> tuple[int, int]:

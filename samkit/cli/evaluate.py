@@ -12,6 +12,7 @@ from pathlib import Path
 
 from samkit.builder import load_model
 from samkit.cli.common import add_data_args, add_model_args, model_from_args
+from samkit.cli.outputs import check_out_dir
 from samkit.data import make_clip, open_dataset
 from samkit.errors import ConfigError
 from samkit.evaluate.interactive import compare_interactive
@@ -44,6 +45,7 @@ def _labels(args: argparse.Namespace) -> list[tuple[str, str | None, str]]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate every --checkpoint/--model with the interactive protocol; print and write the report."""
+    check_out_dir(args.out)  # before the evaluation, not after it
     dataset = open_dataset(args.format, args.data, args.split or "Test", layout=args.layout, images=args.images,
                            synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size, seed=args.seed,
                            synthetic_photos=args.synthetic_photos, synthetic_objects=args.synthetic_objects)
@@ -76,6 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_eval_track(args: argparse.Namespace) -> int:
     """Track generated clips from one click per object; print the mean IoU and write the report."""
+    check_out_dir(args.out)
     model = model_from_args(args)
     clips = [make_clip(args.frames, args.size, args.size, args.objects, seed=args.seed + i)
              for i in range(args.clips)]

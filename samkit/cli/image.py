@@ -12,7 +12,7 @@ from samkit.cli.common import add_model_args, box_arg, model_from_args, point_ar
 from samkit.configs import get_config, list_models
 from samkit.errors import SamkitError
 from samkit.fileio import write_image
-from samkit.image_predictor import ImagePredictor
+from samkit.image_predictor import ImagePredictor, check_prompt_extent
 from samkit.imageio import load_image
 from samkit.visualize import overlay
 from samkit.weights import OFFICIAL, bundled_checkpoint, cache_dir, cached_file
@@ -53,14 +53,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if not args.point and not args.box:
         raise SamkitError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
     image = load_image(args.image)
+    # point_arg / box_arg checked the numbers, the labels (0 or 1) and the box's corner order
+    pts = np.array([p[:2] for p in args.point], dtype=np.float32) if args.point else None
+    labels = np.array([int(p[2]) for p in args.point]) if args.point else None
+    box = np.array(args.box, dtype=np.float32) if args.box else None
+    for what, coords in (("--point", pts), ("--box", box)):
+        if coords is not None:  # before the model loads
+            check_prompt_extent(coords, image.shape[:2], True, what)
     model = model_from_args(args)
     pred = ImagePredictor(model)
     t0 = time.perf_counter()
     pred.set_image(image)
     t1 = time.perf_counter()
-    pts = np.array([p[:2] for p in args.point], dtype=np.float32) if args.point else None
-    labels = np.array([int(p[2]) for p in args.point]) if args.point else None
-    box = np.array(args.box, dtype=np.float32) if args.box else None
     multimask = args.point is not None and len(args.point) == 1 and box is None
     masks, scores, _ = pred.predict(point_coords=pts, point_labels=labels, box=box, multimask_output=multimask)
     best = int(np.argmax(scores))

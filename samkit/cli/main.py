@@ -17,18 +17,27 @@ The commands that load a model take ``--model NAME [--pretrained] | --checkpoint
 import error in one of them is an error of the whole command line; optional packages (cv2,
 matplotlib, pycocotools, tensorboard) are needed only when a command uses them, and their absence
 is a clear error then.
+
+Exit codes: 0 done; 2 a user error, printed as one line ``samkit CMD: error: ...`` (a
+:class:`~samkit.errors.SamkitError`, an operating-system error such as a read-only or full output
+folder, or a bad argument, which argparse reports with 2 too); 130 interrupted (Ctrl+C); 1 an
+unexpected exception, shown with its traceback: that is a bug to report.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import re
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from samkit.cli import demo, engine, evaluate, image, train, video, weights
 from samkit.errors import SamkitError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "describe_os_error", "main"]
 
 # the command families, in the order of ``samkit --help``
 COMMAND_MODULES = (image, weights, demo, engine, video, train, evaluate)
@@ -43,14 +52,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the temporary file samkit.fileio.atomic_write writes first: ".NAME.XXXXXXXX.tmp" next to NAME
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def _shown_path(path: str | bytes | os.PathLike) -> Path:
+    """The path a user asked for behind an error's path (an atomic write's temporary file -> its target)."""
+    p = Path(os.fsdecode(path))
+    match = _TEMP_NAME.fullmatch(p.name)
+    return p.with_name(match["name"]) if match else p
+
+
+def describe_os_error(exc: OSError) -> str | None:
+    """One line naming the path and the problem of an operating-system error, and what to do.
+
+    None when ``exc`` has no errno: then it is not the file system's answer but a library's own
+    OSError that samkit failed to turn into a SamkitError (a bug, shown with its traceback).
+    """
+    if exc.errno is None:
+        return None
+    raw = exc.filename2 if exc.filename2 is not None else exc.filename  # os.replace(tmp, target): the target
+    path = _shown_path(raw) if raw is not None else None
+    where = f"'{path}'" if path is not None else "a file"
+    code = exc.errno
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {where}; choose a path you may write (or read), or change its permissions"
+    if code == errno.EROFS:
+        return f"{where} is on a read-only file system; choose another path"
+    if code == errno.EISDIR:
+        return f"{where} is a folder where a file is needed; give a file path"
+    if code == errno.ENOTDIR:
+        return f"a part of {where} is a file where a folder is needed; choose another path or move that file"
+    if code == errno.EEXIST:
+        if path is not None and not path.is_dir():
+            return f"{where} is a file where a folder is needed; choose another path or move that file"
+        return f"{where} already exists"
+    if code == errno.ENOENT:
+        return f"{where} does not exist"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device (or disk quota exceeded) writing {where}; free some space or " \
+               "choose another path"
+    return f"{exc.strerror or exc}: {where}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; a user error prints ``samkit CMD: error: ...`` and returns 2."""
+    """Run one command; a user error prints ``samkit CMD: error: ...`` and returns 2 (see the module
+    docstring for every exit code)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SamkitError as exc:
         print(f"samkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system's answer: a read-only or full folder, a file in the way
+        message = describe_os_error(exc)
+        if message is None:
+            raise
+        print(f"samkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

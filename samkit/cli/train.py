@@ -17,6 +17,7 @@ import torch.distributed as dist
 from samkit.builder import build_model, load_model
 from samkit.checkpoint import config_from_dict
 from samkit.cli.common import add_data_args
+from samkit.cli.outputs import check_out_dir
 from samkit.data import open_dataset, write_synthetic_labpics
 from samkit.errors import ConfigError
 from samkit.model.sam2 import SAM2Model
@@ -82,6 +83,7 @@ def _start_model(args: argparse.Namespace, device: str, verbose: bool = True) ->
 def cmd_recipe(args: argparse.Namespace) -> int:
     """``samkit train --recipe NAME --out DIR``: a registered training recipe, resumable."""
     recipe = get_recipe(args.recipe)
+    check_out_dir(args.out)
     print(f"recipe {recipe.name}: {recipe.description}; {len(recipe.stages)} stages -> {args.out}")
     result = run_recipe(recipe, args.out, device=args.device, progress=not args.no_progress)
     for name, sec in result["seconds"].items():
@@ -98,6 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_recipe(args)
     if not args.format:
         raise ConfigError("samkit train needs --format (and --data), or --recipe NAME")
+    check_out_dir(args.out)  # before the data, the model and the training
 
     device = args.device
     if device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -162,6 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_make_synthetic_labpics(args: argparse.Namespace) -> int:
     """Write generated scenes in the LabPics layout (Train and Test splits)."""
+    check_out_dir(args.out, "OUT")
     root = write_synthetic_labpics(args.out, args.train, args.test, size=(args.height, args.width), seed=args.seed)
     print(f"wrote {args.train} training and {args.test} test images to {root}/Simple "
           f"(read with --format labpics --data {root})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from samkit.cli.common import add_model_args, model_from_args
+from samkit.cli.outputs import check_out_dir
 from samkit.errors import PromptError
 from samkit.video.export import BoxSpec, PointSpec, track_video
 
@@ -18,6 +19,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     prompts += [BoxSpec.parse(s) for s in args.box]
     if not prompts:
         raise PromptError("give at least one --point FRAME,X,Y[,LABEL[,OBJ]] or --box FRAME,X0,Y0,X1,Y1[,OBJ]")
+    check_out_dir(args.out)
     model = model_from_args(args)
     res = track_video(model, args.video, prompts, args.out, fill_hole_area=args.fill_hole_area,
                       overlay_video=not args.no_overlay, fps=args.fps)

@@ -16,7 +16,7 @@ from samkit.data.sample import LazyDataset, Sample
 from samkit.errors import DatasetError, MissingDependencyError
 from samkit.masks.rle import decode_rle_counts
 
-__all__ = ["CocoDataset", "decode_coco_segmentation", "rasterize_polygons"]
+__all__ = ["CocoDataset", "check_coco_json", "decode_coco_segmentation", "rasterize_polygons"]
 
 
 def rasterize_polygons(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
@@ -145,6 +145,83 @@ def decode_coco_segmentation(
     )
 
 
+def _is_int(value: Any) -> bool:
+    """An integer, or a float with an integral value (some writers store sizes as 480.0)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def _kind(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if len(repr(value)) <= 40 else type(value).__name__
+
+
+def check_coco_json(data: Any, path: PathLike = "the COCO JSON") -> None:
+    """Check the structure samkit reads from a COCO instance file, before anything else reads it.
+
+    Needed: a top-level object with ``images`` and ``annotations`` lists; every image an object
+    with an integer ``id``, a string ``file_name`` and positive integer ``height`` and ``width``;
+    every annotation an object with an integer ``image_id`` and, when present, a ``segmentation``
+    that is a list of polygons or an RLE object with ``counts``; optional ``categories`` objects
+    with an integer ``id``. Polygon coordinates are not looked at here (a file can hold hundreds
+    of millions); a bad one fails when its image is read.
+
+    Raises:
+        DatasetError: the first problem found, naming the entry (``images[3]``) and the key.
+    """
+    where = f"COCO JSON {str(path)!r}"
+    if not isinstance(data, dict):
+        raise DatasetError(f"{where} is not a COCO instance file: its top level is a {type(data).__name__}, "
+                           "not an object with 'images' and 'annotations'")
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise DatasetError(f"{where} has no {key!r} list; a COCO instance file needs 'images' and "
+                               "'annotations'")
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{where}: {key!r} must be a list, got {type(data[key]).__name__}")
+    image_keys = "every image needs 'id', 'file_name', 'height' and 'width'"
+    for i, info in enumerate(data["images"]):
+        if not isinstance(info, dict):
+            raise DatasetError(f"{where}: images[{i}] must be an object, got {_kind(info)}")
+        for key in ("id", "file_name", "height", "width"):
+            if key not in info:
+                raise DatasetError(f"{where}: images[{i}] has no {key!r} ({image_keys})")
+        if not _is_int(info["id"]):
+            raise DatasetError(f"{where}: images[{i}]['id'] must be an integer, got {_kind(info['id'])}")
+        if not isinstance(info["file_name"], str) or not info["file_name"]:
+            raise DatasetError(f"{where}: images[{i}]['file_name'] must be a file name, got "
+                               f"{_kind(info['file_name'])}")
+        for key in ("height", "width"):
+            if not _is_int(info[key]) or info[key] <= 0:
+                raise DatasetError(f"{where}: images[{i}][{key!r}] must be a positive integer, got "
+                                   f"{_kind(info[key])}")
+    for j, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise DatasetError(f"{where}: annotations[{j}] must be an object, got {_kind(ann)}")
+        if "image_id" not in ann:
+            raise DatasetError(f"{where}: annotations[{j}] has no 'image_id' (the id of its image)")
+        if not _is_int(ann["image_id"]):
+            raise DatasetError(f"{where}: annotations[{j}]['image_id'] must be an integer, got "
+                               f"{_kind(ann['image_id'])}")
+        for key in ("category_id", "iscrowd"):
+            if key in ann and not _is_int(ann[key]) and not isinstance(ann[key], bool):
+                raise DatasetError(f"{where}: annotations[{j}][{key!r}] must be an integer, got {_kind(ann[key])}")
+        seg = ann.get("segmentation")
+        if seg is None:
+            continue
+        if isinstance(seg, list):
+            bad = next((p for p in seg if not isinstance(p, list)), None)
+            if bad is not None:
+                raise DatasetError(f"{where}: annotations[{j}]['segmentation'] must be a list of polygons "
+                                   f"([x0, y0, x1, y1, ...] each), got an element {_kind(bad)}")
+        elif not isinstance(seg, dict) or "counts" not in seg:
+            raise DatasetError(f"{where}: annotations[{j}]['segmentation'] must be a list of polygons or an RLE "
+                               f"object with 'counts' and 'size', got {_kind(seg)}")
+    for k, cat in enumerate(data.get("categories") or []):
+        if not isinstance(cat, dict) or "id" not in cat or not _is_int(cat["id"]):
+            raise DatasetError(f"{where}: categories[{k}] must be an object with an integer 'id', got {_kind(cat)}")
+
+
 class CocoDataset(LazyDataset):
     """Images and instance masks from a COCO-style instance annotation JSON.
 
@@ -191,11 +268,7 @@ class CocoDataset(LazyDataset):
             raise DatasetError(
                 f"cannot read COCO JSON {str(self.annotation_json)!r}: {exc}"
             ) from exc
-        if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-            raise DatasetError(
-                f"{str(self.annotation_json)!r} is not a COCO instance file (needs 'images' and "
-                "'annotations')"
-            )
+        check_coco_json(data, self.annotation_json)
         self.categories: dict[int, str] = {
             int(c["id"]): str(c.get("name", c["id"])) for c in data.get("categories", [])
         }

@@ -9,8 +9,8 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image
 
-from samkit.errors import ConfigError, DatasetError
-from samkit.imageio import IMAGE_EXTENSIONS, load_image
+from samkit.errors import ConfigError, DatasetError, ImageError
+from samkit.imageio import IMAGE_EXTENSIONS, load_image, open_image
 
 PathLike = Union[str, os.PathLike]
 
@@ -44,7 +44,7 @@ def read_image(path: Path, shape: Optional[tuple[int, int]] = None) -> np.ndarra
 def open_array(path: Path) -> np.ndarray:
     """Pixels of a label PNG as stored (palette indices, grey, 16-bit, or RGB(A))."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             if img.mode in ("1", "L", "P", "I", "F") or img.mode.startswith("I;16"):
                 arr = np.asarray(img)
@@ -54,6 +54,8 @@ def open_array(path: Path) -> np.ndarray:
                 arr = np.asarray(img)[..., :3]
             else:
                 arr = np.asarray(img.convert("RGB"))
+    except ImageError as exc:  # missing, unreadable, too large (checked before decoding)
+        raise DatasetError(f"label file: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot read label file {str(path)!r}: {exc}") from exc
     return arr.astype(np.int64) if arr.dtype == np.bool_ else arr
@@ -63,11 +65,13 @@ def opencv_rgb(path: Path) -> np.ndarray:
     """``H x W x 3`` uint8 in PIL's RGB order, as OpenCV's colour read sees the pixels
     (palette colours expanded, grey repeated); reverse the last axis for OpenCV's BGR."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             if img.mode in ("RGB",):
                 return np.asarray(img)
             return np.asarray(img.convert("RGB"))
+    except ImageError as exc:  # missing, unreadable, too large (checked before decoding)
+        raise DatasetError(f"label file: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot read label file {str(path)!r}: {exc}") from exc
 

@@ -8,10 +8,11 @@ The commands ``samkit auto IMAGE --out DIR`` and ``samkit annotate IMAGES_DIR --
 """
 
 from samkit.engine.annotate import (SA1B_BINS, AnnotateWorker, ImageStatus, MaskGenerator, Summary, annotate_folder,
-                                    annotate_image, histogram_png, in_shard, list_images, mask_count_histogram,
-                                    parse_shard)
+                                    annotate_image, describe_generator, histogram_png, in_shard, list_images,
+                                    mask_count_histogram, parse_shard, scan_images)
 from samkit.engine.writers import SA1BWriter, Writer, overlay_records, sa1b_record
 
 __all__ = ["SA1B_BINS", "AnnotateWorker", "ImageStatus", "MaskGenerator", "Summary", "annotate_folder",
-           "annotate_image", "histogram_png", "in_shard", "list_images", "mask_count_histogram", "parse_shard",
+           "annotate_image", "describe_generator", "histogram_png", "in_shard", "list_images", "mask_count_histogram",
+           "parse_shard", "scan_images",
            "SA1BWriter", "Writer", "overlay_records", "sa1b_record"]

@@ -3,10 +3,16 @@
 ``annotate_folder(generator, IMAGES_DIR, OUT_DIR)`` annotates a whole folder tree, resumably:
 
 * every image (the suffixes of :data:`samkit.imageio.IMAGE_EXTENSIONS`, recursive, hidden files
-  skipped) goes through one :class:`AnnotateWorker`, whose writer (by default
-  :class:`~samkit.engine.writers.SA1BWriter`: ``OUT_DIR/<relative path>.json``) writes atomically,
-  so a killed run leaves no half-written output, and a rerun skips images already done;
-* an unreadable image is an error row of the summary and never stops the run;
+  and the output folder skipped) goes through one :class:`AnnotateWorker`, whose writer (by
+  default :class:`~samkit.engine.writers.SA1BWriter`: ``OUT_DIR/<relative path>.json``, with the
+  image's suffix kept where two images' names would collide) writes atomically, so a killed run
+  leaves no half-written output, and a rerun skips images already done;
+* every output records the settings that made it (generator arguments, model name and a hash of
+  its weights, :func:`describe_generator`); a rerun with other settings is refused, naming
+  ``overwrite=True`` (``--overwrite``), which redoes those outputs;
+* an image that fails (unreadable, too large, refused with a :class:`~samkit.errors.SamkitError`)
+  is an error row of the summary and never stops the run; a folder that cannot be listed is
+  listed in the summary; any other exception is a bug and stops the run;
 * ``shard=(I, N)`` takes a deterministic share of the images (by a hash of the relative path),
   so N processes or machines can split the work without talking to each other;
 * ``summary.json`` and ``masks_per_image.png`` give the masks-per-image histogram in the SA-1B bins.
@@ -14,6 +20,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import time
 import zlib
@@ -22,26 +31,113 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from samkit.engine.writers import SA1BWriter, Writer, sa1b_record
-from samkit.errors import ImageError, SamkitError
+from samkit.engine.writers import PriorOutput, SA1BWriter, Writer, sa1b_record, summary_stem
+from samkit.errors import ConfigError, DatasetError, SamkitError
 from samkit.fileio import write_image, write_json
 from samkit.imageio import IMAGE_EXTENSIONS, load_image
 
-__all__ = ["SA1B_BINS", "MaskGenerator", "ImageStatus", "AnnotateWorker", "Summary", "mask_count_histogram",
-           "list_images", "parse_shard", "in_shard", "annotate_image", "annotate_folder", "histogram_png"]
+__all__ = ["SA1B_BINS", "MaskGenerator", "ImageStatus", "AnnotateWorker", "Summary", "ImageScan",
+           "mask_count_histogram", "scan_images", "list_images", "parse_shard", "in_shard", "describe_generator",
+           "same_settings", "annotate_image", "annotate_folder", "histogram_png"]
 
 # SA-1B's masks-per-image bins: (label, lower bound inclusive, upper bound exclusive)
 SA1B_BINS = (("<50", 0, 50), ("50-100", 50, 100), ("100-200", 100, 200), ("200-300", 200, 300),
              ("300-400", 300, 400), ("400-500", 400, 500), (">500", 500, None))
 
+# generator settings that change how the work is batched, not the masks: a rerun may change them
+RESULT_NEUTRAL_SETTINGS = frozenset({"points_per_batch"})
+
 
 class MaskGenerator(Protocol):
-    """What the engine needs: ``generate(image) -> list of records`` with COCO RLE masks."""
+    """What the engine needs: ``generate(image) -> list of records`` with COCO RLE masks.
+
+    A generator's settings are read, for the outputs' record, from a dataclass ``config`` and the
+    model from ``predictor.model`` or ``model`` when it has them (as :class:`AutoMaskGenerator`
+    does); see :func:`describe_generator`.
+    """
 
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]: ...
+
+
+def _jsonable(value: Any) -> Any:
+    """A setting as JSON: numbers, strings and lists as they are, arrays by shape and SHA-256."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        arr = np.ascontiguousarray(value)
+        return {"shape": list(arr.shape), "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+    return repr(value)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes, in key order): the same
+    weights give the same hash wherever their checkpoint file lies."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def describe_generator(generator: Any) -> dict[str, Any]:
+    """What decides the masks of ``generator``, as JSON (recorded in every output and the summary):
+    ``{"generator": class name, "settings": {config fields}, "model": {"name", "dtype",
+    "weights_sha256"} or None}``."""
+    config = getattr(generator, "config", None)
+    settings = ({f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+                if dataclasses.is_dataclass(config) and not isinstance(config, type) else {})
+    model = getattr(getattr(generator, "predictor", None), "model", None)
+    model = model if model is not None else getattr(generator, "model", None)
+    described = None
+    if isinstance(model, torch.nn.Module):
+        name = getattr(getattr(model, "cfg", None), "name", None) or type(model).__name__
+        dtype = next((str(p.dtype) for p in model.parameters()), None)
+        described = {"name": str(name), "dtype": dtype, "weights_sha256": weights_sha256(model)}
+    return {"generator": type(generator).__name__, "settings": settings, "model": described}
+
+
+def _comparable(provenance: dict[str, Any]) -> dict[str, Any]:
+    """A provenance record as JSON round-trips it, without the settings that do not change masks."""
+    p = json.loads(json.dumps(provenance))
+    if isinstance(p.get("settings"), dict):
+        p["settings"] = {k: v for k, v in p["settings"].items() if k not in RESULT_NEUTRAL_SETTINGS}
+    return p
+
+
+def same_settings(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two provenance records (:func:`describe_generator`) make the same masks."""
+    return _comparable(a) == _comparable(b)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return out
+
+
+def _settings_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    """``"settings.pred_iou_thresh 0.8 -> 0.5, ..."``: what differs between two provenance records."""
+    a, b = _flat(_comparable(old)), _flat(_comparable(new))
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+    def short(v: Any) -> str:
+        text = json.dumps(v)
+        return text[:12] + "..." if isinstance(v, str) and len(v) == 64 else text  # a hash: its start
+
+    items = [f"{k.removeprefix('settings.')} {short(a.get(k))} -> {short(b.get(k))}" for k in keys[:limit]]
+    return ", ".join(items) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 @dataclass
@@ -51,37 +147,41 @@ class ImageStatus:
     file: str                    # the image's path relative to the images folder
     masks: int | None = None     # masks written; None when the image failed
     seconds: float = 0.0         # reading, generating and writing
-    error: str | None = None     # why the image failed (it is unreadable)
+    error: str | None = None     # why the image failed (unreadable, too large, refused by the generator)
 
 
 class AnnotateWorker:
     """Annotates single images: holds the mask generator (built once) and the output writer.
 
-    ``run(rel)`` reads ``images_dir / rel``, generates its masks and writes them; an unreadable
-    image gives an error row, never an exception. The local loop (:func:`annotate_folder`) uses one
-    worker; a distributed backend gives each process its own.
+    ``run(rel)`` reads ``images_dir / rel``, generates its masks and writes them; an image that
+    fails with a :class:`~samkit.errors.SamkitError` (unreadable, too large, ...) gives an error
+    row; any other exception is a bug and propagates. The local loop (:func:`annotate_folder`) uses
+    one worker; a distributed backend gives each process its own.
+
+    ``provenance`` is recorded in every output (default :func:`describe_generator` of ``generator``).
     """
 
-    def __init__(self, generator: MaskGenerator, writer: Writer, images_dir: str | os.PathLike) -> None:
+    def __init__(self, generator: MaskGenerator, writer: Writer, images_dir: str | os.PathLike,
+                 provenance: dict[str, Any] | None = None) -> None:
         self.generator = generator
         self.writer = writer
         self.images_dir = Path(images_dir)
+        self.provenance = describe_generator(generator) if provenance is None else provenance
 
     def run(self, rel: Path) -> ImageStatus:
         """Annotate the image at ``images_dir / rel``."""
         t0 = time.perf_counter()
         try:
-            image = load_image(self.images_dir / rel)
-        except ImageError as exc:
+            return self.annotate(rel, load_image(self.images_dir / rel), t0)
+        except SamkitError as exc:
             return ImageStatus(rel.as_posix(), None, time.perf_counter() - t0, str(exc))
-        return self.annotate(rel, image, t0)
 
     def annotate(self, rel: Path, image: np.ndarray, t0: float | None = None) -> ImageStatus:
         """Annotate an image already read (``H x W x 3`` uint8), named ``rel`` in the output;
         ``t0`` is when the work on it began (default: now)."""
         t0 = time.perf_counter() if t0 is None else t0
         image_id = zlib.crc32(rel.as_posix().encode())
-        count = self.writer.write(rel, image, self.generator.generate(image), image_id)
+        count = self.writer.write(rel, image, self.generator.generate(image), image_id, self.provenance)
         return ImageStatus(rel.as_posix(), count, time.perf_counter() - t0)
 
 
@@ -91,9 +191,14 @@ class Summary:
 
     images_total: int = 0            # images in this shard
     annotated: int = 0               # annotated in this run
-    skipped_existing: int = 0        # already done by an earlier run
+    skipped_existing: int = 0        # already done by an earlier run with the same settings
+    replaced: int = 0                # of the annotated: outputs of other settings redone (overwrite)
+    kept_unrecorded: int = 0         # of the skipped: outputs of an earlier samkit, settings not recorded
     failed: list[dict[str, str]] = field(default_factory=list)   # {"file", "error"}
+    folders_not_read: list[dict[str, str]] = field(default_factory=list)  # {"folder", "error"}
+    named_with_suffix: list[str] = field(default_factory=list)  # images whose outputs keep the suffix
     masks_per_image: dict[str, int] = field(default_factory=dict)  # relative path -> count
+    provenance: dict[str, Any] = field(default_factory=dict)  # the settings of this run
     seconds: float = 0.0
 
     def add(self, status: ImageStatus) -> None:
@@ -115,6 +220,9 @@ class Summary:
             "failed": self.failed, "masks_total": int(sum(counts)),
             "masks_per_image_mean": float(np.mean(counts)) if counts else 0.0,
             "masks_per_image_histogram": self.histogram(), "seconds": round(self.seconds, 2),
+            "replaced_other_settings": self.replaced, "kept_without_recorded_settings": self.kept_unrecorded,
+            "folders_not_read": self.folders_not_read, "outputs_named_with_image_suffix": self.named_with_suffix,
+            "samkit": self.provenance,
         }
 
 
@@ -129,15 +237,68 @@ def mask_count_histogram(counts: Sequence[int]) -> dict[str, int]:
     return out
 
 
-def list_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """Image files below ``root`` (recursive, hidden files skipped), as sorted relative paths."""
+@dataclass
+class ImageScan:
+    """The images of a folder tree, and the folders that could not be listed."""
+
+    files: list[Path]                                                       # relative, sorted
+    folders_not_read: list[dict[str, str]] = field(default_factory=list)   # {"folder", "error"}
+
+
+def scan_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS, *,
+                skip: str | os.PathLike | None = None) -> ImageScan:
+    """Image files below ``root`` (recursive; hidden files and folders, symbolic links to folders
+    and the folder ``skip`` left out), and the subfolders that could not be listed.
+
+    Raises:
+        DatasetError: ``root`` is not a folder, or cannot be listed.
+    """
     root = Path(root)
     if not root.is_dir():
-        raise SamkitError(f"images folder not found: {root}")
+        raise DatasetError(f"images folder '{root}' " + ("is a file, not a folder" if root.exists()
+                                                          else "does not exist"))
+    skip_rel = None
+    if skip is not None:
+        try:
+            skip_rel = Path(skip).resolve().relative_to(root.resolve())
+        except ValueError:
+            skip_rel = None  # not below root
     exts = {e.lower() for e in extensions}
-    found = [p.relative_to(root) for p in root.rglob("*")
-             if p.is_file() and p.suffix.lower() in exts and not any(s.startswith(".") for s in p.relative_to(root).parts)]
-    return sorted(found, key=lambda p: p.as_posix())
+    files: list[Path] = []
+    not_read: list[dict[str, str]] = []
+    stack = [Path()]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(root / rel_dir) as it:
+                entries = list(it)
+        except OSError as exc:
+            if rel_dir == Path():
+                raise DatasetError(f"cannot list the images folder '{root}': {exc.strerror or exc}") from None
+            not_read.append({"folder": rel_dir.as_posix(), "error": exc.strerror or str(exc)})
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = rel_dir / entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if rel != skip_rel:
+                    stack.append(rel)
+            elif Path(entry.name).suffix.lower() in exts:
+                files.append(rel)  # a file that turns out unreadable becomes an error row
+    files.sort(key=lambda p: p.as_posix())
+    not_read.sort(key=lambda d: d["folder"])
+    return ImageScan(files, not_read)
+
+
+def list_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files below ``root`` (recursive, hidden files skipped), as sorted relative paths;
+    :func:`scan_images` also says which folders could not be listed."""
+    return scan_images(root, extensions).files
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -165,7 +326,8 @@ def annotate_image(generator: MaskGenerator, image: np.ndarray, file_name: str, 
 
 def annotate_folder(generator: MaskGenerator, images_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     overlays: bool = False, shard: tuple[int, int] = (0, 1), progress: bool = True,
-                    extensions: Sequence[str] = IMAGE_EXTENSIONS, writer: Writer | None = None) -> Summary:
+                    extensions: Sequence[str] = IMAGE_EXTENSIONS, writer: Writer | None = None,
+                    overwrite: bool = False, provenance: dict[str, Any] | None = None) -> Summary:
     """Annotate every image of ``images_dir`` into ``out_dir`` (see the module docstring).
 
     Args:
@@ -173,30 +335,72 @@ def annotate_folder(generator: MaskGenerator, images_dir: str | os.PathLike, out
         overlays: with the default writer, also write an overlay PNG per image.
         shard: ``(I, N)``: only the I-th of N deterministic shares of the images.
         writer: the output format (default :class:`~samkit.engine.writers.SA1BWriter` into ``out_dir``).
+        overwrite: redo the outputs made with other settings than this run's (and those of an
+            earlier samkit that recorded none); outputs made with the same settings are kept, so an
+            interrupted overwriting run resumes too.
+        provenance: the settings recorded in every output (default :func:`describe_generator`).
+
+    Raises:
+        ConfigError: ``out_dir`` is ``images_dir`` itself, or holds outputs made with other
+            settings and ``overwrite`` is False (nothing is written then).
+        DatasetError: ``images_dir`` is not a readable folder.
     """
     images_dir, out_dir = Path(images_dir), Path(out_dir)
+    if out_dir.resolve() == images_dir.resolve():
+        raise ConfigError(f"--out '{out_dir}' is the images folder itself: a rerun would read the overlays and "
+                          "the histogram as images; give a subfolder (skipped when scanning) or another folder")
+    scan = scan_images(images_dir, extensions, skip=out_dir)
+    worker = AnnotateWorker(generator, writer or SA1BWriter(out_dir, overlays=overlays), images_dir, provenance)
+    worker.writer.plan(scan.files)
+    todo = [p for p in scan.files if in_shard(p, shard)]
+    summary = Summary(images_total=len(todo), folders_not_read=scan.folders_not_read, provenance=worker.provenance)
+    keeps_suffix = getattr(worker.writer, "keeps_suffix", None)  # SA1BWriter's naming of colliding stems
+    summary.named_with_suffix = [p.as_posix() for p in todo if keeps_suffix is not None and keeps_suffix(p)]
+    for entry in scan.folders_not_read:
+        tqdm.write(f"skipped folder {entry['folder']} (not read: {entry['error']})")
+
+    priors: dict[Path, PriorOutput] = {}
+    for rel in todo:
+        prior = worker.writer.done(rel)
+        if prior is not None:
+            priors[rel] = prior
+    other = [rel for rel, p in priors.items()
+             if p.provenance is not None and not same_settings(p.provenance, worker.provenance)]
+    unrecorded = [rel for rel, p in priors.items() if p.provenance is None]
+    if other and not overwrite:
+        first = priors[other[0]]
+        raise ConfigError(
+            f"--out '{out_dir}' holds {len(other)} output(s) made with other settings than this run's "
+            f"({_settings_diff(first.provenance or {}, worker.provenance)}), e.g. {first.path}; rerun with "
+            "--overwrite (overwrite=True) to redo them with these settings, or choose another --out")
+    redo = set(other) | (set(unrecorded) if overwrite else set())
+    if redo:
+        tqdm.write(f"redoing {len(redo)} output(s) made with other or unrecorded settings (overwrite)")
+    elif unrecorded:
+        tqdm.write(f"kept {len(unrecorded)} output(s) of an earlier samkit that recorded no settings; --overwrite "
+                   "redoes them")
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    worker = AnnotateWorker(generator, writer or SA1BWriter(out_dir, overlays=overlays), images_dir)
-    todo = [p for p in list_images(images_dir, extensions) if in_shard(p, shard)]
-    summary = Summary(images_total=len(todo))
     t0 = time.perf_counter()
     bar = tqdm(todo, desc="annotate", unit="img", disable=not progress)
     for rel in bar:
-        prior = worker.writer.done(rel)
-        if prior is not None:
+        prior = priors.get(rel)
+        if prior is not None and rel not in redo:
             summary.skipped_existing += 1
-            summary.masks_per_image[rel.as_posix()] = prior
+            summary.kept_unrecorded += int(prior.provenance is None)
+            summary.masks_per_image[rel.as_posix()] = prior.masks
             continue
         status = worker.run(rel)
         summary.add(status)
         if status.error is not None:
-            bar.write(f"skipped unreadable image {rel}: {status.error}")
+            bar.write(f"skipped image {rel}: {status.error}")
         else:
+            summary.replaced += int(rel in redo)
             bar.set_postfix(masks=status.masks)
     summary.seconds = time.perf_counter() - t0
-    suffix = "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
-    write_json(out_dir / f"summary{suffix}.json", summary.to_json(), indent=2)
-    write_image(out_dir / f"masks_per_image{suffix}.png", histogram_png(summary.histogram()))
+    stem = summary_stem(shard)
+    write_json(out_dir / f"{stem}.json", summary.to_json(), indent=2)
+    write_image(out_dir / f"masks_per_image{stem.removeprefix('summary')}.png", histogram_png(summary.histogram()))
     return summary
 
 

@@ -61,6 +61,9 @@ class ModelConfig:
     soft_no_obj_ptr: bool = False
     use_mlp_for_obj_ptr_proj: bool = True
     no_obj_embed_spatial: bool = True
+    # --- segment everything: the thresholds AutoMaskGenerator and `samkit auto` use unless given
+    automask_pred_iou_thresh: float = 0.8         # the official generator's default
+    automask_stability_score_thresh: float = 0.95  # the official generator's default
 
     @property
     def embedding_size(self) -> int:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import operator
 import os
 import re
+import stat
+import struct
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -37,10 +39,18 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from samkit.errors import ImageError, VideoError
-from samkit.imageio import IMAGE_EXTENSIONS, ImageLike, preprocess_video_frame, to_rgb_uint8
+from samkit.imageio import (
+    IMAGE_EXTENSIONS,
+    ImageLike,
+    describe_access_error,
+    image_pixel_limit,
+    open_image,
+    preprocess_video_frame,
+    to_rgb_uint8,
+)
 from samkit.lru import LRUCache
 
 __all__ = [
@@ -344,16 +354,21 @@ class ImageFolderSource(FrameSource):
 
     Any names work (``00000.jpg``, ``frame2.png`` before ``frame10.png``); hidden files are
     ignored. The folder must hold one image format (``.jpg`` and ``.jpeg`` count as one):
-    with mixed formats, pass ``extensions`` to choose.
+    with mixed formats, pass ``extensions`` to choose. Frames larger than the pixel limit
+    (see :func:`samkit.imageio.image_pixel_limit`) are refused from their header, before
+    decoding.
 
     Args:
         folder: the folder of frames.
         image_size: side ``S`` of the model input.
         extensions: file endings to read (case-insensitive), default :data:`IMAGE_EXTENSIONS`.
         cache_size, input_cache_size, prefetch: see :class:`FrameSource`.
+        max_pixels: refuse frames with more pixels than this (default
+            ``$SAMKIT_MAX_IMAGE_PIXELS`` or :data:`samkit.imageio.MAX_IMAGE_PIXELS`).
 
     Raises:
-        VideoError: missing folder, no frames in it, mixed formats, unreadable first frame.
+        VideoError: missing or unreadable folder, no frames in it, mixed formats, unreadable
+            or too large first frame.
     """
 
     def __init__(
@@ -365,12 +380,14 @@ class ImageFolderSource(FrameSource):
         cache_size: int = 4,
         input_cache_size: int = 1,
         prefetch: int = 0,
+        max_pixels: int | None = None,
     ) -> None:
         self.folder = Path(folder)
-        if not self.folder.is_dir():
+        if not _is_folder(self.folder):
             raise VideoError(f"frame folder {str(self.folder)!r} does not exist or is not a folder")
+        self._max_pixels = image_pixel_limit(max_pixels)
         self.paths = _list_frames(self.folder, extensions)
-        height, width = _image_size_of(self.paths[0])
+        height, width = _image_size_of(self.paths[0], self._max_pixels)
         super().__init__(
             image_size=image_size,
             height=height,
@@ -385,12 +402,37 @@ class ImageFolderSource(FrameSource):
 
     def _decode(self, index: int) -> np.ndarray:
         path = self.paths[index]
-        try:
-            with Image.open(path) as img:
+        try:  # missing, unreadable, not an image, too large: the message names the file
+            img = open_image(path, max_pixels=self._max_pixels)
+        except ImageError as exc:
+            raise VideoError(f"cannot read frame {index}: {exc}") from exc
+        with img:
+            try:
                 img.load()
                 return to_rgb_uint8(img)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise VideoError(f"cannot read frame {index} from {str(path)!r}: {exc}") from exc
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                # a GIF frame or TIFF tile larger than the header said
+                raise VideoError(f"cannot read frame {index} from {str(path)!r}: {exc}") from None
+            except (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error) as exc:
+                # truncated or corrupt pixel data; ImageError (a ValueError) for odd pixel values
+                raise VideoError(f"cannot read frame {index} from {str(path)!r}: {exc}") from exc
+
+
+def _file_mode(path: Path) -> int | None:
+    """``st_mode`` of ``path``, or None if it does not exist; VideoError if this user may not
+    look (a folder on the way cannot be entered)."""
+    try:
+        return os.stat(path).st_mode
+    except PermissionError:
+        raise VideoError(f"cannot open {str(path)!r}: {describe_access_error(path)}") from None
+    except (OSError, ValueError):  # missing, a file on the way, a name with a NUL byte
+        return None
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; raises VideoError if this user may not look."""
+    mode = _file_mode(path)
+    return mode is not None and stat.S_ISDIR(mode)
 
 
 def _list_frames(folder: Path, extensions: Sequence[str] | None) -> list[Path]:
@@ -398,13 +440,20 @@ def _list_frames(folder: Path, extensions: Sequence[str] | None) -> list[Path]:
     allowed = IMAGE_EXTENSIONS if extensions is None else tuple(
         (e if e.startswith(".") else "." + e).lower() for e in extensions
     )
-    names = [
-        entry.name
-        for entry in os.scandir(folder)
-        if not entry.name.startswith(".")
-        and os.path.splitext(entry.name)[1].lower() in allowed
-        and entry.is_file()
-    ]
+    try:
+        names = [
+            entry.name
+            for entry in os.scandir(folder)
+            if not entry.name.startswith(".")
+            and os.path.splitext(entry.name)[1].lower() in allowed
+            and entry.is_file()
+        ]
+    except PermissionError:
+        raise VideoError(
+            f"cannot list the frame folder {str(folder)!r}: permission denied; ask its owner "
+            "for read access (e.g. chmod o+rx on the folder) or copy the frames somewhere "
+            "you can read"
+        ) from None
     if not names:
         raise VideoError(
             f"no frames found in folder {str(folder)!r} (looked for files ending in "
@@ -425,13 +474,13 @@ def _list_frames(folder: Path, extensions: Sequence[str] | None) -> list[Path]:
     return [folder / name for name in names]
 
 
-def _image_size_of(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file, read from its header."""
+def _image_size_of(path: Path, max_pixels: int) -> tuple[int, int]:
+    """``(height, width)`` of an image file, read from its header (refused over ``max_pixels``)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels=max_pixels) as img:
             width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise VideoError(f"cannot read the first frame {str(path)!r}: {exc}") from exc
+    except ImageError as exc:
+        raise VideoError(f"cannot read the first frame: {exc}") from exc
     return height, width
 
 
@@ -467,8 +516,13 @@ class VideoFileSource(FrameSource):
         prefetch: int = 0,
     ) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        mode = _file_mode(self.path)
+        if mode is None or not stat.S_ISREG(mode):
             raise VideoError(f"video file {str(self.path)!r} does not exist")
+        if not os.access(self.path, os.R_OK):
+            raise VideoError(
+                f"cannot open video file {str(self.path)!r}: {describe_access_error(self.path)}"
+            )
         self._cv2 = require_cv2()
         self._max_skip = int(max_skip)
         self._cap: Any = self._open()
@@ -644,9 +698,9 @@ def open_video(
         return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.is_dir():
+        if _is_folder(path):
             return ImageFolderSource(path, image_size, **options)
-        if not path.exists():
+        if _file_mode(path) is None:
             raise VideoError(f"video path {str(path)!r} does not exist")
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             raise VideoError(

@@ -18,6 +18,7 @@ from PIL import Image
 
 from samkit.errors import ImageError, VideoError
 from samkit.fileio import atomic_write, write_image
+from samkit.imageio import open_image
 from samkit.video.frames import require_cv2
 from samkit.visualize import label_palette, overlay, palette
 
@@ -79,7 +80,7 @@ def write_masks_png(path: str | os.PathLike, labels: np.ndarray) -> Path:
 
 def read_masks_png(path: str | os.PathLike) -> np.ndarray:
     """Read a label PNG written by :func:`write_masks_png`: ``H x W`` ints (object ids)."""
-    with Image.open(path) as img:
+    with open_image(path) as img:
         arr = np.array(img)
     return arr.astype(np.uint16 if arr.dtype != np.uint8 else np.uint8)
 
