@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, Hashable, Optional, TypeVar
+from typing import Callable, Generic, Hashable, Optional, TypeVar
 
 __all__ = ["LRUCache"]
 
@@ -15,12 +15,27 @@ class LRUCache(Generic[K, V]):
     """At most ``maxsize`` entries; a ``put`` beyond that drops the least recently used one
     (``get`` and ``put`` both count as a use). ``maxsize <= 0`` keeps nothing.
 
+    With ``max_bytes`` and ``sizeof`` (a value's size in bytes) the entries also stay within
+    ``max_bytes`` together: the least recently used ones go first, and a value larger than
+    ``max_bytes`` on its own is not kept.
+
     Not thread-safe: callers that share one across threads hold a lock around it.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, *, max_bytes: Optional[int] = None,
+                 sizeof: Optional[Callable[[V], int]] = None) -> None:
+        if (max_bytes is None) != (sizeof is None):
+            raise ValueError("LRUCache: max_bytes and sizeof go together")
         self.maxsize = int(maxsize)
+        self.max_bytes = max_bytes
+        self._sizeof = sizeof
+        self._sizes: dict[K, int] = {}
         self._data: OrderedDict[K, V] = OrderedDict()
+
+    @property
+    def nbytes(self) -> int:
+        """The stored values' total size (0 without ``sizeof``)."""
+        return sum(self._sizes.values())
 
     def get(self, key: K) -> Optional[V]:
         """The value stored for ``key`` (now the most recently used), or ``None``."""
@@ -32,13 +47,21 @@ class LRUCache(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         if self.maxsize <= 0:
             return
+        if self._sizeof is not None:
+            size = int(self._sizeof(value))
+            if size > self.max_bytes:
+                self.pop(key)
+                return
+            self._sizes[key] = size
         self._data[key] = value
         self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        while len(self._data) > self.maxsize or (self.max_bytes is not None and self.nbytes > self.max_bytes):
+            old, _ = self._data.popitem(last=False)
+            self._sizes.pop(old, None)
 
     def pop(self, key: K) -> Optional[V]:
         """Remove ``key``; its value, or ``None`` when it was not stored."""
+        self._sizes.pop(key, None)
         return self._data.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
@@ -53,3 +76,4 @@ class LRUCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._data.clear()
+        self._sizes.clear()

@@ -50,7 +50,7 @@ __all__ = [
     "round_schedule",
     "best_candidate",
     "select_best",
-    "ClickState",
+    
     "POSITIVE",
     "NEGATIVE",
     "BOX_TOP_LEFT",
@@ -640,70 +640,3 @@ def select_best(low_res: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
         return low_res
     rows = torch.arange(low_res.shape[0], device=low_res.device)
     return low_res[rows, best_candidate(iou)][:, None]
-
-
-@dataclass
-class ClickState:
-    """The clicks given so far to ``K`` objects of one image, and the logits to feed back.
-
-    One interactive session (a person in the studio, or the scripted clicks of evaluation):
-    :meth:`add` appends a click per object; the caller decodes all clicks so far with
-    ``mask_input=state.mask_input`` and ``multimask_output=state.wants_multimask``, then
-    :meth:`accept` keeps each object's best candidate and stores it, clamped to
-    ``+-FEEDBACK_CLAMP``, as the next round's mask prompt. :meth:`undo` drops the last click
-    and restores the mask prompt that preceded it.
-    """
-
-    coords: torch.Tensor  # K x N x 2 float32 (x, y) clicks so far, image pixels
-    labels: torch.Tensor  # K x N int32 (POSITIVE / NEGATIVE)
-    _fed_back: list[torch.Tensor | None]  # after click i: the K x 1 x h x w mask prompt for click i + 1
-
-    @classmethod
-    def empty(cls, num_objects: int = 1) -> "ClickState":
-        """No click yet for ``num_objects`` objects."""
-        return cls(coords=torch.zeros(num_objects, 0, 2), labels=torch.zeros(num_objects, 0, dtype=torch.int32),
-                   _fed_back=[None])
-
-    @property
-    def num_clicks(self) -> int:
-        return int(self.coords.shape[1])
-
-    @property
-    def wants_multimask(self) -> bool:
-        """True for the first click: one click is ambiguous, so ask for three candidates."""
-        return self.num_clicks == 1
-
-    @property
-    def mask_input(self) -> torch.Tensor | None:
-        """``K x 1 x h x w`` clamped logits of the last accepted prediction, or None before it."""
-        return self._fed_back[-1]
-
-    def add(self, points: torch.Tensor, labels: torch.Tensor) -> None:
-        """Append one click per object: ``points`` ``K x 1 x 2`` (x, y), ``labels`` ``K x 1``."""
-        if points.shape[0] != self.coords.shape[0] or points.shape[1:] != (1, 2) or labels.shape != points.shape[:2]:
-            raise PromptError(f"a click for {self.coords.shape[0]} objects is points K x 1 x 2 and labels K x 1, "
-                              f"got {tuple(points.shape)} and {tuple(labels.shape)}")
-        self.coords = torch.cat([self.coords, points.to(self.coords.dtype).cpu()], dim=1)
-        self.labels = torch.cat([self.labels, labels.to(self.labels.dtype).cpu()], dim=1)
-
-    def accept(self, low_res: torch.Tensor, iou: torch.Tensor) -> torch.Tensor:
-        """Keep each object's best candidate after the last click and feed it back.
-
-        ``low_res``: ``K x M x h x w`` logits decoded from all clicks; ``iou``: ``K x M``.
-        Returns the chosen ``K x 1 x h x w`` logits (unclamped, float32).
-        """
-        if len(self._fed_back) != self.num_clicks:
-            raise PromptError(f"accept() follows one add(): {self.num_clicks} clicks, "
-                              f"{len(self._fed_back) - 1} predictions accepted")
-        best = select_best(low_res.float(), iou)
-        self._fed_back.append(best.clamp(-FEEDBACK_CLAMP, FEEDBACK_CLAMP))
-        return best
-
-    def undo(self) -> None:
-        """Drop the last click (and its accepted prediction, if any)."""
-        if self.num_clicks == 0:
-            raise PromptError("no click to undo")
-        if len(self._fed_back) > self.num_clicks:
-            self._fed_back.pop()
-        self.coords = self.coords[:, :-1]
-        self.labels = self.labels[:, :-1]

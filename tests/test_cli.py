@@ -71,7 +71,8 @@ def test_segment_errors(tmp_path, photo, ckpt, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-COMMANDS = ("models", "download", "segment", "demo", "auto", "annotate", "track", "train", "make-synthetic-labpics",
+COMMANDS = ("models", "download", "segment", "demo", "auto", "annotate", "studio", "export", "track", "train",
+            "make-synthetic-labpics",
             "eval", "eval-track")
 
 

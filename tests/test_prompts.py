@@ -9,11 +9,7 @@ import torch
 from samkit.masks.boxes import masks_to_boxes
 from samkit.errors import ConfigError, PromptError
 from samkit.prompts import (
-    FEEDBACK_CLAMP,
-    NEGATIVE,
-    POSITIVE,
     ClickConfig,
-    ClickState,
     box_to_points,
     euclidean_distance_transform,
     evaluation_click,
@@ -316,38 +312,3 @@ def test_correction_click_follows_the_config() -> None:
     assert torch.equal(centre[0], sample_center_error_click(gt, pred)[0])
     uniform = sample_correction_click(gt, pred, config=ClickConfig(), generator=_gen(5))
     assert torch.equal(uniform[0], sample_error_click(gt, pred, generator=_gen(5))[0])
-
-
-def test_click_state_feeds_back_the_best_candidate_clamped_and_undoes() -> None:
-    state = ClickState.empty(2)
-    assert state.num_clicks == 0 and state.mask_input is None
-    state.add(torch.tensor([[[3.0, 4.0]], [[5.0, 6.0]]]), torch.tensor([[POSITIVE], [NEGATIVE]]))
-    assert state.wants_multimask  # the first click asks for candidates
-    low = torch.zeros(2, 3, 4, 4)
-    low[0, 1] = 50.0  # object 0's best candidate (index 1) saturates
-    low[1, 2] = -7.0
-    iou = torch.tensor([[0.1, 0.9, 0.2], [0.3, 0.1, 0.8]])
-    chosen = state.accept(low, iou)
-    assert chosen.shape == (2, 1, 4, 4)
-    assert torch.equal(chosen[0, 0], low[0, 1]) and torch.equal(chosen[1, 0], low[1, 2])
-    assert state.mask_input.max().item() == FEEDBACK_CLAMP  # fed back clamped, returned unclamped
-    assert chosen.max().item() == 50.0
-    state.add(torch.tensor([[[1.0, 1.0]], [[2.0, 2.0]]]), torch.tensor([[NEGATIVE], [POSITIVE]]))
-    assert not state.wants_multimask and state.num_clicks == 2
-    assert state.coords.shape == (2, 2, 2) and state.labels.tolist() == [[1, 0], [0, 1]]
-    state.accept(torch.ones(2, 1, 4, 4), torch.ones(2, 1))
-    assert state.mask_input.min().item() == 1.0
-    state.undo()
-    assert state.num_clicks == 1 and torch.equal(state.mask_input[0, 0], low[0, 1].clamp(max=FEEDBACK_CLAMP))
-    state.undo()
-    assert state.num_clicks == 0 and state.mask_input is None
-    with pytest.raises(PromptError, match="no click to undo"):
-        state.undo()
-
-
-def test_click_state_refuses_misshapen_clicks_and_unpaired_accepts() -> None:
-    state = ClickState.empty(1)
-    with pytest.raises(PromptError, match="K x 1 x 2"):
-        state.add(torch.zeros(2, 1, 2), torch.zeros(2, 1))
-    with pytest.raises(PromptError, match="follows one add"):
-        state.accept(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1))

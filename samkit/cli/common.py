@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
+from typing import Optional
 
 from samkit.builder import load_model
-from samkit.data import DATASET_FORMATS
-from samkit.errors import PromptError
+from samkit.data import DATASET_FORMATS, SA1B_SOURCES, Sample, open_dataset
+from samkit.errors import ConfigError, PromptError
 from samkit.image_predictor import check_box_order
 from samkit.model.sam2 import SAM2Model
 
-__all__ = ["add_model_args", "model_from_args", "point_arg", "box_arg", "int_range_arg", "add_data_args"]
+__all__ = ["add_model_args", "model_from_args", "point_arg", "box_arg", "int_range_arg", "sources_arg",
+           "add_data_args", "dataset_from_args"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -74,16 +77,32 @@ def int_range_arg(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def sources_arg(text: str) -> tuple[str, ...]:
+    """``"manual[,auto]"`` -> ``("manual", "auto")``: annotation sources, comma-separated."""
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"--sources takes source names separated by commas "
+                                         f"({','.join(SA1B_SOURCES)}), got {text!r}")
+    return names
+
+
 def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False, format_required: bool = True) -> None:
-    """``--data/--format/--split/--layout/--images`` and the synthetic-data options (train, eval)."""
+    """``--data/--format/--split/--layout/--images/--sources`` and the synthetic-data options (train, eval);
+    :func:`dataset_from_args` opens the dataset they name."""
     p.add_argument("--data", required=data_required,
                    help="dataset: the LabPicsV1 folder (labpics), the annotation JSON (coco), the folder with "
-                        "images/ and masks/ (folder); not needed for synthetic")
+                        "images/ and masks/ (folder), the folder of SA-1B JSON that samkit annotate or samkit studio "
+                        "wrote (sa1b, searched recursively); not needed for synthetic")
     p.add_argument("--format", required=format_required, choices=tuple(DATASET_FORMATS), help="dataset layout")
     p.add_argument("--split", default=None, help="LabPics split (Train/Test); default Train for training, Test "
                                                  "for evaluation")
     p.add_argument("--layout", default="Simple", help="LabPics layout: Simple or Complex")
-    p.add_argument("--images", help="coco: the folder of the images (default: the JSON's folder)")
+    p.add_argument("--images", help="coco: the folder of the images (default: the JSON's folder); sa1b (required): "
+                                    "the folder the JSON's file_name paths are relative to, i.e. the IMAGES_DIR given "
+                                    "to samkit annotate or samkit studio")
+    p.add_argument("--sources", type=sources_arg, default=None, metavar="SOURCE[,SOURCE]",
+                   help="sa1b: keep only annotations from these sources: manual (drawn in samkit studio) and/or auto "
+                        "(proposals accepted in the studio, and everything samkit annotate wrote); default all")
     p.add_argument("--synthetic-count", type=int, default=200, help="synthetic: number of random scenes")
     p.add_argument("--synthetic-size", type=int, default=256, help="synthetic: side of the scenes in pixels")
     p.add_argument("--synthetic-objects", type=int_range_arg, default=(4, 12), metavar="MIN,MAX",
@@ -91,3 +110,20 @@ def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = False, fo
     p.add_argument("--synthetic-photos", action="store_true",
                    help="synthetic: backgrounds and some textures from scikit-image's photos, as in the nano "
                         "recipe's training scenes")
+
+
+def dataset_from_args(args: argparse.Namespace, split: str, *, data: Optional[str] = None,
+                      synthetic_count: Optional[int] = None) -> Sequence[Sample]:
+    """The dataset of :func:`add_data_args`' options (and ``--seed``) for ``split``; ``data`` and
+    ``synthetic_count`` replace ``--data`` and ``--synthetic-count`` (a validation set).
+
+    Raises:
+        ConfigError: ``--sources`` with another format than sa1b; see also :func:`open_dataset`.
+    """
+    if args.sources is not None and args.format != "sa1b":
+        raise ConfigError(f"--sources selects annotations of --format sa1b; drop it for --format {args.format}")
+    return open_dataset(args.format, data if data is not None else args.data, split, layout=args.layout,
+                        images=args.images, sources=args.sources,
+                        synthetic_count=args.synthetic_count if synthetic_count is None else synthetic_count,
+                        synthetic_size=args.synthetic_size, seed=args.seed, synthetic_photos=args.synthetic_photos,
+                        synthetic_objects=args.synthetic_objects)

@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 
 from samkit.builder import load_model
-from samkit.cli.common import add_data_args, add_model_args, model_from_args
+from samkit.cli.common import add_data_args, add_model_args, dataset_from_args, model_from_args
 from samkit.cli.outputs import check_out_dir
-from samkit.data import make_clip, open_dataset
+from samkit.data import make_clip
 from samkit.errors import ConfigError
 from samkit.evaluate.interactive import compare_interactive
 from samkit.evaluate.tracking import evaluate_tracking, write_tracking_report
@@ -46,9 +46,7 @@ def _labels(args: argparse.Namespace) -> list[tuple[str, str | None, str]]:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate every --checkpoint/--model with the interactive protocol; print and write the report."""
     check_out_dir(args.out)  # before the evaluation, not after it
-    dataset = open_dataset(args.format, args.data, args.split or "Test", layout=args.layout, images=args.images,
-                           synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size, seed=args.seed,
-                           synthetic_photos=args.synthetic_photos, synthetic_objects=args.synthetic_objects)
+    dataset = dataset_from_args(args, args.split or "Test")
     models = {}
     for kind, value, label in _labels(args):
         model, description = load_model(value if kind == "model" else None, value if kind == "checkpoint" else None,

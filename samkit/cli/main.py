@@ -6,6 +6,8 @@
     samkit demo [--out DIR]             point, box and segment-everything overlays; a tracked clip
     samkit auto IMAGE --out DIR         segment everything in one image -> SA-1B JSON + overlay
     samkit annotate IMAGES_DIR --out DIR [--shard I/N] [--overlays]   a folder tree, resumable
+    samkit studio IMAGES_DIR --out DIR [--propose]   annotate in the browser with the model's help
+    samkit export ANNOTATIONS_DIR [--coco FILE.json] [--png DIR] [--stats]   SA-1B JSON -> COCO, label PNGs
     samkit track VIDEO --point F,X,Y | --box F,X0,Y0,X1,Y1 --out DIR  label PNGs + overlay.mp4
     samkit train --data DIR --format FMT --out RUN_DIR | --recipe NAME  interactive fine-tuning
     samkit make-synthetic-labpics OUT   generated scenes in the LabPics layout
@@ -34,13 +36,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from samkit.cli import demo, engine, evaluate, image, train, video, weights
+from samkit.cli import demo, engine, evaluate, export, image, studio, train, video, weights
 from samkit.errors import SamkitError
 
 __all__ = ["build_parser", "describe_os_error", "main"]
 
 # the command families, in the order of ``samkit --help``
-COMMAND_MODULES = (image, weights, demo, engine, video, train, evaluate)
+COMMAND_MODULES = (image, weights, demo, engine, studio, export, video, train, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,9 +16,9 @@ import torch.distributed as dist
 
 from samkit.builder import build_model, load_model
 from samkit.checkpoint import config_from_dict
-from samkit.cli.common import add_data_args
+from samkit.cli.common import add_data_args, dataset_from_args
 from samkit.cli.outputs import check_out_dir
-from samkit.data import open_dataset, write_synthetic_labpics
+from samkit.data import write_synthetic_labpics
 from samkit.errors import ConfigError
 from samkit.model.sam2 import SAM2Model
 from samkit.prompts import ClickConfig
@@ -109,18 +109,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     rank, world = init_distributed(device)
     try:
         split = args.split or "Train"
-        train_data = open_dataset(args.format, args.data, split, layout=args.layout, images=args.images,
-                                  synthetic_count=args.synthetic_count, synthetic_size=args.synthetic_size,
-                                  seed=args.seed, synthetic_photos=args.synthetic_photos,
-                                  synthetic_objects=args.synthetic_objects)
+        train_data = dataset_from_args(args, split)
         val_data = None
         if args.val_data or args.val_split:
-            val_data = open_dataset(args.format, args.val_data or args.data, args.val_split or "Test",
-                                    layout=args.layout, images=args.images,
-                                    synthetic_count=max(1, args.val_samples or 20),
-                                    synthetic_size=args.synthetic_size, seed=args.seed,
-                                    synthetic_photos=args.synthetic_photos,
-                                    synthetic_objects=args.synthetic_objects)
+            val_data = dataset_from_args(args, args.val_split or "Test", data=args.val_data or args.data,
+                                         synthetic_count=max(1, args.val_samples or 20))
         lora = LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha or 2.0 * args.lora_rank) \
             if args.lora_rank else None
         parts = args.train_parts if args.train_parts is not None else (() if lora else ("mask_decoder", "prompt_encoder"))
@@ -216,7 +209,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--val-split", help="validation split of the same data (e.g. Test)")
-    p.add_argument("--val-data", help="validation dataset path (same format), instead of a split")
+    p.add_argument("--val-data", help="validation dataset path (same format; sa1b: another annotations folder, "
+                                      "images from the same --images), instead of a split")
     p.add_argument("--val-every", type=int, default=0, help="steps between validations (0: at the end)")
     p.add_argument("--val-samples", type=int, default=0, help="validation images used (0: all)")
     p.add_argument("--val-clicks", type=int, default=20, help="clicks per object in validation")

@@ -15,6 +15,7 @@ from typing import Optional
 from samkit.data.coco import CocoDataset
 from samkit.data.folder import MaskFolderDataset
 from samkit.data.labpics import LabPicsDataset
+from samkit.data.sa1b import SA1BDataset
 from samkit.data.sample import Sample
 from samkit.data.synthetic.scenes import SyntheticSceneDataset
 from samkit.data.synthetic.textures import dependency_photos
@@ -27,10 +28,11 @@ __all__ = ["DatasetSpec", "DATASET_FORMATS", "open_dataset"]
 class DatasetSpec:
     """What the command line says about a dataset; each format reads the fields it needs."""
 
-    data: Optional[str]  # the LabPicsV1 folder, the COCO JSON, the folder with images/ and masks/
+    data: Optional[str]  # the LabPicsV1 folder, the COCO JSON, the folder with images/ and masks/, the SA-1B folder
     split: str = "Train"  # LabPics split; synthetic: Train and Test use different seeds
     layout: str = "Simple"  # LabPics layout: Simple or Complex
-    images: Optional[str] = None  # coco: folder of the images (default: the JSON's folder)
+    images: Optional[str] = None  # coco: folder of the images (default: the JSON's folder); sa1b: required
+    sources: Optional[tuple[str, ...]] = None  # sa1b: keep annotations of these sources ("manual", "auto"); None: all
     synthetic_count: int = 200  # synthetic: number of scenes
     synthetic_size: int = 256  # synthetic: side in pixels
     seed: int = 0  # synthetic: base seed
@@ -63,10 +65,19 @@ def _folder(spec: DatasetSpec) -> Sequence[Sample]:
     return MaskFolderDataset(spec.require_data("folder"))
 
 
+def _sa1b(spec: DatasetSpec) -> Sequence[Sample]:
+    data = spec.require_data("sa1b")
+    if not spec.images:
+        raise ConfigError("--images is needed for the 'sa1b' format: the folder the JSON's file_name paths are "
+                          "relative to (the IMAGES_DIR given to samkit annotate or samkit studio)")
+    return SA1BDataset(data, spec.images, sources=spec.sources)
+
+
 DATASET_FORMATS: dict[str, Callable[[DatasetSpec], Sequence[Sample]]] = {
     "labpics": _labpics,
     "coco": _coco,
     "folder": _folder,
+    "sa1b": _sa1b,
     "synthetic": _synthetic,
 }
 
@@ -75,9 +86,10 @@ def open_dataset(fmt: str, data: Optional[str] = None, split: str = "Train", **o
     """A dataset (``Sequence[Sample]``) of a registered format.
 
     ``fmt``: ``labpics`` (``LabPicsDataset(data, split, layout)``), ``coco``
-    (``CocoDataset(data, images or data's folder)``), ``folder`` (``MaskFolderDataset(data)``)
-    or ``synthetic`` (``SyntheticSceneDataset``; the ``Test`` split uses another seed than
-    ``Train``). ``options`` are the other fields of :class:`DatasetSpec`.
+    (``CocoDataset(data, images or data's folder)``), ``folder`` (``MaskFolderDataset(data)``),
+    ``sa1b`` (``SA1BDataset(data, images, sources=sources)``: ``data`` the folder of SA-1B JSON,
+    ``images`` required) or ``synthetic`` (``SyntheticSceneDataset``; the ``Test`` split uses
+    another seed than ``Train``). ``options`` are the other fields of :class:`DatasetSpec`.
     """
     opener = DATASET_FORMATS.get(fmt)
     if opener is None:

@@ -9,7 +9,7 @@ For every object of every image:
    click), ignored pixels left out;
 3. each prediction is decoded from all clicks so far plus the previous prediction's
    low-resolution logits as the mask prompt (clamped to ``+-FEEDBACK_CLAMP``, as the image
-   predictor returns them; :class:`~samkit.prompts.ClickState`);
+   predictor returns them; :class:`~samkit.session.ImageSession`);
 4. the first click asks for three candidate masks and keeps the one with the highest
    predicted IoU (a single click is ambiguous); later clicks ask for one mask (with the
    decoder's fallback to the best candidate when that mask is unstable, as the image
@@ -48,11 +48,12 @@ from samkit.errors import ConfigError, MissingDependencyError
 from samkit.evaluate.metrics import interactive_metrics, number_of_clicks
 from samkit.evaluate.plots import plot_iou_curves
 from samkit.fileio import write_bytes, write_json
-from samkit.image_predictor import CoordTransforms, ImagePredictor
+from samkit.image_predictor import ImagePredictor
 from samkit.model.sam2 import SAM2Model
 from samkit.data import Sample
 from samkit.masks import mask_iou
-from samkit.prompts import ClickState, sample_center_error_click
+from samkit.prompts import sample_center_error_click
+from samkit.session import ImageSession
 
 __all__ = [
     "ObjectResult",
@@ -76,18 +77,17 @@ class ObjectResult:
 
 
 @torch.inference_mode()
-def _evaluate_objects(predictor: ImagePredictor, transforms: CoordTransforms, targets: torch.Tensor,
-                      ignore: Optional[torch.Tensor], max_clicks: int,
-                      threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Run the click protocol on ``K`` objects of the image set in ``predictor``.
+def _evaluate_objects(predictor: ImagePredictor, targets: torch.Tensor, ignore: Optional[torch.Tensor],
+                      max_clicks: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Run the click protocol on ``K`` objects of the image set in ``predictor``, as one
+    scripted :class:`~samkit.session.ImageSession`.
 
     ``targets``: ``K x H x W`` bool (CPU); ``ignore``: ``H x W`` bool or None. Returns
     ``(ious K x max_clicks, clicks K x max_clicks x 3)`` (x, y, label in image pixels).
     """
-    k, h, w = targets.shape
-    device = predictor.device
-    ign = None if ignore is None else ignore[None].expand(k, h, w)
-    state = ClickState.empty(k)
+    k = targets.shape[0]
+    ign = None if ignore is None else ignore[None].expand_as(targets)
+    session = ImageSession(predictor, num_objects=k, threshold=threshold)
     pred: Optional[torch.Tensor] = None
     ious = np.zeros((k, max_clicks))
     clicks = np.zeros((k, max_clicks, 3), dtype=np.int64)
@@ -95,13 +95,8 @@ def _evaluate_objects(predictor: ImagePredictor, transforms: CoordTransforms, ta
         pts, labs = sample_center_error_click(targets, pred, ign)  # K x 1 x 2, K x 1
         clicks[:, c, :2] = pts[:, 0].numpy().astype(np.int64)
         clicks[:, c, 2] = labs[:, 0].numpy()
-        state.add(pts, labs)
-        model_coords = transforms.transform_coords(state.coords.to(device), normalize=True, orig_hw=(h, w))
-        low, iou = predictor.predict_low_res(model_coords, state.labels.to(device), mask_input=state.mask_input,
-                                             multimask_output=state.wants_multimask)
-        low = state.accept(low, iou)
-        full = transforms.postprocess_masks(low, (h, w))[:, 0]  # K x H x W logits
-        pred = (full > threshold).cpu()
+        session.add_points(pts, labs)
+        pred = session.masks()  # K x H x W
         ious[:, c] = mask_iou(pred, targets, ignore=ignore, empty=1.0).numpy()
     return ious, clicks
 
@@ -146,7 +141,6 @@ def evaluate_interactive(model: SAM2Model, dataset: Sequence[Sample], max_clicks
     was_training = model.training
     model.eval()
     predictor = ImagePredictor(model, mask_threshold=threshold)
-    transforms = CoordTransforms(model.image_size)
     objects: list[ObjectResult] = []
     used_samples = 0
     t0 = time.perf_counter()
@@ -166,8 +160,7 @@ def evaluate_interactive(model: SAM2Model, dataset: Sequence[Sample], max_clicks
             predictor.set_image(sample.image)
             for start in range(0, len(keep), object_batch):
                 chunk = keep[start:start + object_batch]
-                ious, clicks = _evaluate_objects(predictor, transforms, masks[chunk], ignore, max_clicks,
-                                                 threshold)
+                ious, clicks = _evaluate_objects(predictor, masks[chunk], ignore, max_clicks, threshold)
                 for row, j in enumerate(chunk):
                     objects.append(ObjectResult(
                         sample=sample.name, index=j, area=int(areas[j]), ious=ious[row].tolist(),

@@ -9,7 +9,8 @@ import torch
 
 from samkit.errors import DatasetError, MissingDependencyError
 
-__all__ = ["mask_to_rle", "rle_to_mask", "rle_area", "rle_to_coco", "require_pycocotools", "decode_rle_counts"]
+__all__ = ["mask_to_rle", "rle_to_mask", "rle_area", "rle_to_coco", "coco_to_rle", "require_pycocotools",
+           "decode_rle_counts"]
 
 # run-length encoding (COCO's uncompressed RLE: column-major runs, starting with a 0-run)
 
@@ -84,6 +85,25 @@ def rle_to_coco(rle: dict[str, Any]) -> dict[str, Any]:
     encoded = coco_mask.frPyObjects({"size": [h, w], "counts": list(rle["counts"])}, h, w)
     counts = encoded["counts"]
     return {"size": [h, w], "counts": counts.decode("utf-8") if isinstance(counts, bytes) else counts}
+
+
+def coco_to_rle(rle: dict[str, Any]) -> dict[str, Any]:
+    """A COCO RLE (compressed string or uncompressed list) -> uncompressed ``{"size", "counts"}``,
+    without pycocotools.
+
+    Raises:
+        DatasetError: the counts do not add up to ``H * W`` pixels of ``size``.
+    """
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes)):
+        runs = _decode_rle_string(counts.encode() if isinstance(counts, str) else counts)
+    else:
+        runs = [int(c) for c in counts]
+    if sum(runs) != h * w or any(r < 0 for r in runs):
+        raise DatasetError(f"RLE counts must be non-negative run lengths adding up to H*W = {h * w} "
+                           f"for size {[h, w]}; got {len(runs)} runs adding up to {sum(runs)}")
+    return {"size": [h, w], "counts": runs}
 
 
 def decode_rle_counts(

@@ -26,7 +26,7 @@ step (:func:`average_terms`) and ``metrics.csv`` has one column per field
 The fed-back logits are NOT clamped here: training passes the previous round's
 low-resolution logits back exactly as the decoder produced them (detached), unlike
 inference and evaluation, which clamp them to ``+-``:data:`~samkit.prompts.FEEDBACK_CLAMP`
-(:class:`~samkit.prompts.ClickState`, the video predictor, the automatic mask generator).
+(:class:`~samkit.session.ImageSession`, the video predictor, the automatic mask generator).
 SAM 2's training feeds them back the same way; the clamp belongs to the inference path,
 where the fed-back logits are the ones ``ImagePredictor.predict`` returns. The shipped
 weights were trained this way.

@@ -3,6 +3,8 @@ real runs of a tiny model with their reports."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import csv
 import importlib.util
 import json
@@ -21,7 +23,6 @@ from samkit.evaluate.interactive import (
     evaluate_interactive,
 )
 from samkit.evaluate.metrics import MIOU_CLICKS
-from samkit.image_predictor import CoordTransforms
 from samkit.model.hiera import HieraConfig
 from samkit.model.memory import MemoryConfig
 from samkit.model.neck import NeckConfig
@@ -32,13 +33,19 @@ METRIC_KEYS = {"NoC@80", "NoC@85", "NoC@90", "NoF@85", "NoF@90", *(f"mIoU@{k}" f
 
 
 class ScriptedPredictor:
-    """Stands in for ImagePredictor: returns prepared low-res logits and records its inputs."""
+    """Stands in for ImagePredictor on a ``size x size`` image whose model input is the same size:
+    returns prepared low-res logits and records its inputs."""
 
     device = torch.device("cpu")
 
-    def __init__(self, outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], size: int) -> None:
         self.outputs = outputs
         self.calls: list[dict] = []
+        self.model = SimpleNamespace(image_size=size)
+        self._orig_hw = [(size, size)]
+
+    def _require_image(self, what: str) -> None:
+        pass
 
     def predict_low_res(self, point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True,
                         img_idx=-1):
@@ -59,8 +66,8 @@ def test_protocol_clicks_feedback_and_multimask_choice():
     first = (torch.cat([empty, logits_of(half)[:, None], logits_of(target)[:, None]], dim=1),
              torch.tensor([[0.9, 0.2, 0.5]]))
     perfect = (logits_of(target)[:, None], torch.tensor([[0.99]]))
-    pred = ScriptedPredictor([first, perfect, perfect])
-    ious, clicks = _evaluate_objects(pred, CoordTransforms(16), target, None, max_clicks=3, threshold=0.0)
+    pred = ScriptedPredictor([first, perfect, perfect], 16)
+    ious, clicks = _evaluate_objects(pred, target, None, max_clicks=3, threshold=0.0)
     np.testing.assert_allclose(ious[0], [0.0, 1.0, 1.0])
     # centre click (deepest pixel, first in raster order), then again in the missed object, then a
     # negative click at (0, 0) once nothing is wrong
@@ -80,8 +87,8 @@ def test_protocol_ignores_ignored_pixels():
     left_only = target.clone()
     left_only[0, :, 5:] = False
     out = (left_only.float()[:, None] * 20 - 10, torch.tensor([[0.5]]))
-    pred = ScriptedPredictor([(torch.cat([out[0]] * 3, 1), torch.tensor([[0.5, 0.4, 0.3]])), out])
-    ious, clicks = _evaluate_objects(pred, CoordTransforms(10), target, ignore, max_clicks=2, threshold=0.0)
+    pred = ScriptedPredictor([(torch.cat([out[0]] * 3, 1), torch.tensor([[0.5, 0.4, 0.3]])), out], 10)
+    ious, clicks = _evaluate_objects(pred, target, ignore, max_clicks=2, threshold=0.0)
     np.testing.assert_allclose(ious[0], [1.0, 1.0])
     assert all(x < 5 for x, _, _ in clicks[0])
 

@@ -1,0 +1,87 @@
+"""``samkit export``: a folder of SA-1B JSON (``samkit annotate`` or ``samkit studio`` output) as a
+COCO instances file, label PNGs, and the figures of the annotation work (see
+:mod:`samkit.engine.exports`).
+
+    samkit export ANNOTATIONS_DIR [--coco FILE.json] [--png DIR] [--stats]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Optional
+
+from samkit.cli.outputs import check_out_dir
+from samkit.engine.exports import annotation_stats, read_annotations, to_coco, write_label_pngs
+from samkit.errors import ConfigError, DatasetError, OutputPathError
+from samkit.fileio import write_json
+
+__all__ = ["register", "stats_table"]
+
+
+def _cell(value: Optional[float], digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def stats_table(stats: dict[str, Any]) -> str:
+    """:func:`~samkit.engine.exports.annotation_stats` as a short text table: a row per source, then all."""
+    rows = [(source, s) for source, s in stats["by_source"].items()] + [("all", stats)]
+    width = max(6, *(len(source) for source, _ in rows))
+    lines = [f"{'source':{width}s}  {'masks':>7s}  {'prompts/mask':>12s}  {'seconds/mask':>12s}"]
+    for source, s in rows:
+        lines.append(f"{source:{width}s}  {s['masks']:7d}  {_cell(s['prompts_per_mask'], 2):>12s}  "
+                     f"{_cell(s['seconds_per_mask'], 1):>12s}")
+    lines.append(f"images: {stats['images']}, annotated: {stats['annotated_images']}")
+    return "\n".join(lines)
+
+
+def _check_coco_path(path: str) -> Path:
+    """``--coco FILE``: not a folder, in a folder this process can write (which may not exist yet)."""
+    out = Path(path)
+    if out.is_dir():
+        raise OutputPathError(f"--coco '{out}' is a folder; give the path of the JSON file to write")
+    check_out_dir(out.parent, "--coco")
+    return out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Read the folder once, then write each export asked for."""
+    if not (args.coco or args.png or args.stats):
+        raise ConfigError("samkit export needs at least one of --coco FILE.json, --png DIR, --stats")
+    coco = _check_coco_path(args.coco) if args.coco else None
+    png = check_out_dir(args.png, "--png") if args.png else None  # before reading, not after
+    records = read_annotations(args.annotations_dir)
+    if not records:
+        raise DatasetError(f"no SA-1B JSON found below '{args.annotations_dir}'; give the folder that samkit annotate "
+                           "--out or samkit studio --out wrote")
+    if coco is not None:
+        data = to_coco(records)
+        write_json(coco, data)
+        print(f"wrote {coco}: {len(data['images'])} images, {len(data['annotations'])} annotations, "
+              f"{len(data['categories'])} categories")
+    if png is not None:
+        written = write_label_pngs(records, png)
+        print(f"wrote {len(written)} label PNGs to {png} (0 background, 1 + annotation index; largest drawn first)")
+    if args.stats:
+        print(stats_table(annotation_stats(record for _, record in records)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``export``."""
+    p = sub.add_parser("export", help="a folder of SA-1B JSON -> COCO JSON, label PNGs, annotation figures",
+                       description="Exports the SA-1B JSON below ANNOTATIONS_DIR (what samkit annotate or samkit "
+                                   "studio wrote; other JSON such as summary.json, and hidden folders such as "
+                                   ".studio/, are skipped). Give at least one of --coco, --png, --stats.")
+    p.add_argument("annotations_dir", metavar="ANNOTATIONS_DIR", help="the folder of SA-1B JSON (searched "
+                                                                      "recursively)")
+    p.add_argument("--coco", metavar="FILE.json",
+                   help="write one COCO instances file: compressed RLE masks, categories from the annotations' "
+                        "category names ('object' for none), score = predicted IoU, source manual/auto")
+    p.add_argument("--png", metavar="DIR",
+                   help="write one label PNG per image to DIR (the JSON's relative path, .png): 0 background, "
+                        "1 + the annotation's index in its JSON; 8-bit up to 255 annotations, else 16-bit; where "
+                        "masks overlap the smaller wins (largest drawn first)")
+    p.add_argument("--stats", action="store_true",
+                   help="print images, masks, prompts per mask and seconds per mask, per source (manual, auto)")
+    p.set_defaults(func=cmd_export)

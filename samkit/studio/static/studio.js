@@ -1,0 +1,1241 @@
+// samkit studio: the page. Everything goes through the JSON API of docs/studio/API.md.
+//
+// One image is open at a time (its id in location.hash). The server owns all state: the object
+// in progress (per client and image), the accepted annotations, the proposals; the page keeps a
+// copy of what the last responses said and redraws from it. Requests that change state run one
+// after another (a queue), so fast clicks reach the server in the order they were made.
+
+import { blend, hexRgb, rasterize } from "./masks.js";
+
+// ---------------------------------------------------------------------------------- constants
+
+// Colour of accepted annotation `id`: PALETTE[id % PALETTE.length] (no cyan: that is the object in
+// progress; no amber: the focused proposal).
+const PALETTE = [
+  "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#ffd8b1", "#f032e6", "#bcf60c",
+  "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000",
+];
+const CURRENT_RGB = hexRgb("#1ad1ff"); // the object in progress
+const PROPOSAL_RGB = hexRgb("#ffffff"); // pending proposals
+const FOCUS_RGB = hexRgb("#ffb000"); // the focused proposal
+const WHITE = [255, 255, 255];
+const POSITIVE = "#22c55e";
+const NEGATIVE = "#ef4444";
+const DRAG_PX = 5; // a mouse move longer than this (CSS px) is a box, not a click
+const POLL_MS = 500; // proposals polling period
+const CLIENT_KEY = "samkit-studio-client";
+const TOKEN_KEY = "samkit-studio-token";
+
+export function colorOf(id) {
+  return PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length];
+}
+
+// ---------------------------------------------------------------------------------- session
+
+function randomId(n = 20) {
+  const chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  const bytes = new Uint8Array(n);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => chars[b % chars.length]).join("");
+}
+
+function storage() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null; // storage disabled: the ids then live as long as the page
+  }
+}
+
+// The tab's client id: kept in sessionStorage, so a reload keeps the object in progress.
+const clientId = (() => {
+  const store = storage();
+  let id = store && store.getItem(CLIENT_KEY);
+  if (!id || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+    id = randomId();
+    if (store) store.setItem(CLIENT_KEY, id);
+  }
+  return id;
+})();
+
+// The token, from /?token=... (then kept in sessionStorage and taken out of the address bar).
+const token = (() => {
+  const store = storage();
+  const params = new URLSearchParams(location.search);
+  let t = params.get("token");
+  if (t) {
+    if (store) store.setItem(TOKEN_KEY, t);
+    params.delete("token");
+    const query = params.toString();
+    history.replaceState(null, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+  } else {
+    t = store && store.getItem(TOKEN_KEY);
+  }
+  return t || null;
+})();
+
+// ---------------------------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function headers(json) {
+  const h = { "X-Studio-Client": clientId };
+  if (token) h["X-Studio-Token"] = token;
+  if (json) h["Content-Type"] = "application/json";
+  return h;
+}
+
+async function request(method, path, body) {
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers: headers(body !== undefined),
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError("The studio server cannot be reached: is `samkit studio` still running?", 0);
+  }
+  return res;
+}
+
+async function errorOf(res, method, path) {
+  let message = `${method} ${path}: HTTP ${res.status}`;
+  try {
+    const data = await res.json();
+    if (data && data.error) message = data.error;
+  } catch {
+    // not JSON: keep the status line
+  }
+  if (res.status === 401) {
+    message += " — open the address `samkit studio` printed (it ends in ?token=…).";
+  }
+  return new ApiError(message, res.status);
+}
+
+async function api(method, path, body) {
+  const res = await request(method, path, body);
+  if (!res.ok) throw await errorOf(res, method, path);
+  return res.status === 204 ? null : res.json();
+}
+
+// ---------------------------------------------------------------------------------- state
+
+const S = {
+  info: null,
+  images: [], // [{id, name, status, annotations}] in the server's order
+  byId: new Map(), // id -> entry of images
+  wantedId: null, // the image the hash asks for
+  imageId: null, // the image on screen (or loading)
+  gen: 0, // bumped on every image change: responses for an older one are dropped
+  view: null, // the `image` view of the open image
+  bitmap: null,
+  loadError: null,
+  annotations: [],
+  current: null,
+  pending: [], // prompts sent, not answered yet (drawn faintly)
+  proposals: { state: "none", error: null, proposals: [] },
+  focusedPid: null,
+  selectedAid: null,
+  opacity: 0.5,
+  drag: null,
+  categories: new Set(),
+};
+
+let queue = Promise.resolve();
+let inFlight = 0;
+
+/** Run `fn` after every action queued before it; its errors go to the message bar. */
+function act(fn, label = "Working…") {
+  const run = async () => {
+    inFlight += 1;
+    setBusy(label);
+    try {
+      await fn();
+    } catch (e) {
+      showError(e);
+    } finally {
+      inFlight -= 1;
+      setBusy(label);
+    }
+  };
+  queue = queue.then(run, run);
+  return queue;
+}
+
+// ---------------------------------------------------------------------------------- DOM helpers
+
+const $ = (sel) => document.querySelector(sel);
+const el = {};
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k === "style") node.style.cssText = v;
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function fmt(v, digits = 2) {
+  return v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toFixed(digits);
+}
+
+function fmtArea(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M px`;
+  if (n >= 1e4) return `${Math.round(n / 1e3)}k px`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k px`;
+  return `${n} px`;
+}
+
+let messageTimer = null;
+
+function showMessage(text, kind = "error") {
+  el.messageText.textContent = text;
+  el.message.dataset.kind = kind;
+  el.message.hidden = false;
+  clearTimeout(messageTimer);
+  messageTimer = setTimeout(hideMessage, kind === "error" ? 12000 : 3000);
+}
+
+function hideMessage() {
+  el.message.hidden = true;
+}
+
+function showError(e) {
+  console.error(e);
+  showMessage(e instanceof ApiError ? e.message : `Unexpected error: ${e && e.message ? e.message : e}`);
+}
+
+let busyTimer = null;
+
+function setBusy(label) {
+  if (inFlight > 0) {
+    el.busyText.textContent = label;
+    if (!busyTimer && el.busy.hidden) {
+      busyTimer = setTimeout(() => {
+        busyTimer = null;
+        if (inFlight > 0) el.busy.hidden = false;
+      }, 200);
+    }
+  } else {
+    clearTimeout(busyTimer);
+    busyTimer = null;
+    el.busy.hidden = true;
+  }
+}
+
+// ---------------------------------------------------------------------------------- drawing
+
+const disp = { cssW: 0, cssH: 0, w: 0, h: 0, dpr: 1, scale: 1 }; // canvas box and backing size
+const overlay = document.createElement("canvas"); // the composed masks, display resolution
+let overlayDirty = true;
+let renderQueued = false;
+const rasters = new Map(); // key -> {rle, w, h, edge, raster}
+
+function raster(key, rle, edge) {
+  const hit = rasters.get(key);
+  if (hit && hit.rle === rle && hit.w === disp.w && hit.h === disp.h && hit.edge === edge) return hit.raster;
+  const r = rasterize(rle, disp.w, disp.h, edge);
+  rasters.set(key, { rle, w: disp.w, h: disp.h, edge, raster: r });
+  return r;
+}
+
+function invalidate() {
+  overlayDirty = true;
+  scheduleRender();
+}
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+/** Size the canvas box so it shows the whole image at its aspect ratio in the stage. */
+function fit() {
+  const v = S.view;
+  if (!v || S.loadError) {
+    el.canvas.hidden = true;
+    return;
+  }
+  el.canvas.hidden = false;
+  const pad = 16;
+  const aw = Math.max(50, el.stage.clientWidth - 2 * pad);
+  const ah = Math.max(50, el.stage.clientHeight - 2 * pad);
+  const scale = Math.min(aw / v.width, ah / v.height);
+  const cssW = v.width * scale;
+  const cssH = v.height * scale;
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(cssW * dpr));
+  const hh = Math.max(1, Math.round(cssH * dpr));
+  el.canvas.style.width = `${cssW}px`;
+  el.canvas.style.height = `${cssH}px`;
+  Object.assign(disp, { cssW, cssH, dpr, scale });
+  if (el.canvas.width !== w || el.canvas.height !== hh || disp.w !== w || disp.h !== hh) {
+    el.canvas.width = w;
+    el.canvas.height = hh;
+    disp.w = w;
+    disp.h = hh;
+    rasters.clear();
+  }
+  invalidate();
+}
+
+function pendingProposals() {
+  return S.proposals.proposals.filter((p) => p.status === "pending");
+}
+
+function composeOverlay() {
+  const { w, h, dpr } = disp;
+  if (overlay.width !== w || overlay.height !== h) {
+    overlay.width = w;
+    overlay.height = h;
+  }
+  const octx = overlay.getContext("2d");
+  const img = octx.createImageData(w, h);
+  const buf = img.data;
+  const o = S.opacity;
+  const edgeAlpha = o > 0 ? Math.min(1, o + 0.35) : 0;
+  const e = Math.max(1, Math.round(dpr));
+  // pending proposals: a light fill and a white outline; the focused one in amber, on top
+  let focused = null;
+  for (const p of pendingProposals()) {
+    if (p.id === S.focusedPid) {
+      focused = p;
+      continue;
+    }
+    blend(buf, w, raster(`p${p.id}`, p.mask, e), PROPOSAL_RGB, o * 0.25, Math.min(1, o * 0.6 + 0.15));
+  }
+  if (focused) {
+    blend(buf, w, raster(`p${focused.id}`, focused.mask, 2 * e), FOCUS_RGB, o * 0.7, o > 0 ? 1 : 0);
+  }
+  // accepted objects in their colours; the selected one last, outlined in white
+  let selected = null;
+  for (const a of S.annotations) {
+    if (a.id === S.selectedAid) {
+      selected = a;
+      continue;
+    }
+    blend(buf, w, raster(`a${a.id}`, a.mask, e), hexRgb(colorOf(a.id)), o, edgeAlpha);
+  }
+  if (selected) {
+    blend(buf, w, raster(`a${selected.id}`, selected.mask, 2 * e), hexRgb(colorOf(selected.id)),
+      Math.min(1, o * 1.3), o > 0 ? 1 : 0, WHITE);
+  }
+  // the object in progress
+  if (S.current && S.current.mask) {
+    blend(buf, w, raster("current", S.current.mask, e), CURRENT_RGB, o, o > 0 ? Math.min(1, o + 0.45) : 0, WHITE);
+  }
+  octx.putImageData(img, 0, 0);
+  overlayDirty = false;
+}
+
+function render() {
+  const ctx = el.canvas.getContext("2d");
+  const { w, h, dpr } = disp;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, el.canvas.width, el.canvas.height);
+  if (!S.view || !S.bitmap || S.loadError) return;
+  // pixels shown as pixels once they are twice their size: the masks are per pixel too
+  const upscale = w / S.view.width;
+  ctx.imageSmoothingEnabled = upscale < 2;
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(S.bitmap, 0, 0, w, h);
+  if (overlayDirty) composeOverlay();
+  ctx.drawImage(overlay, 0, 0);
+  // prompts: the answered ones, then the ones on their way
+  const sx = w / S.view.width;
+  const sy = h / S.view.height;
+  const prompts = S.current ? S.current.prompts : [];
+  for (const p of prompts) drawPrompt(ctx, p, sx, sy, dpr, 1);
+  for (const p of S.pending) drawPrompt(ctx, p, sx, sy, dpr, 0.55);
+  if (S.drag && S.drag.moved) {
+    const [x0, y0, x1, y1] = dragBox(S.drag);
+    drawBox(ctx, x0 * sx, y0 * sy, x1 * sx, y1 * sy, dpr, true);
+  }
+}
+
+function drawPrompt(ctx, p, sx, sy, dpr, alpha) {
+  ctx.save();
+  ctx.globalAlpha = alpha;
+  if (p.type === "point") {
+    const x = p.x * sx;
+    const y = p.y * sy;
+    const r = 5.5 * dpr;
+    ctx.beginPath();
+    ctx.arc(x, y, r + 1.5 * dpr, 0, 2 * Math.PI);
+    ctx.fillStyle = "rgba(0,0,0,0.55)";
+    ctx.fill();
+    ctx.beginPath();
+    ctx.arc(x, y, r, 0, 2 * Math.PI);
+    ctx.fillStyle = p.label === 1 ? POSITIVE : NEGATIVE;
+    ctx.fill();
+    ctx.lineWidth = 1.5 * dpr;
+    ctx.strokeStyle = "#ffffff";
+    ctx.stroke();
+    // a bar (negative) or a cross (positive) inside, readable on any colour
+    ctx.beginPath();
+    const k = r * 0.5;
+    ctx.moveTo(x - k, y);
+    ctx.lineTo(x + k, y);
+    if (p.label === 1) {
+      ctx.moveTo(x, y - k);
+      ctx.lineTo(x, y + k);
+    }
+    ctx.stroke();
+  } else if (p.type === "box") {
+    const [x0, y0, x1, y1] = p.box;
+    drawBox(ctx, x0 * sx, y0 * sy, x1 * sx, y1 * sy, dpr, false);
+  }
+  ctx.restore();
+}
+
+function drawBox(ctx, x0, y0, x1, y1, dpr, dashed) {
+  ctx.save();
+  ctx.lineWidth = 3 * dpr;
+  ctx.strokeStyle = "rgba(0,0,0,0.5)";
+  ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+  ctx.lineWidth = 1.5 * dpr;
+  ctx.strokeStyle = dashed ? "#ffffff" : POSITIVE;
+  if (dashed) ctx.setLineDash([6 * dpr, 4 * dpr]);
+  ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+  ctx.restore();
+}
+
+// ---------------------------------------------------------------------------------- panels
+
+function statusText(s) {
+  return { done: "done", partial: "partly done", untouched: "untouched", error: "unreadable" }[s] || s;
+}
+
+function renderImages() {
+  el.images.replaceChildren(
+    ...S.images.map((im) =>
+      h("li", { "data-id": im.id, "data-status": im.status, title: `${im.name} — ${statusText(im.status)}` },
+        h("span", { class: "dot", "aria-hidden": "true" }),
+        h("span", { class: "name", text: im.name }),
+        h("span", { class: "count", text: im.annotations ? String(im.annotations) : "" }))),
+  );
+  markOpenImage();
+  renderCounts();
+}
+
+function updateImageRow(id) {
+  const im = S.byId.get(id);
+  const li = el.images.querySelector(`li[data-id="${id}"]`);
+  if (!im || !li) return;
+  li.dataset.status = im.status;
+  li.title = `${im.name} — ${statusText(im.status)}`;
+  li.querySelector(".count").textContent = im.annotations ? String(im.annotations) : "";
+  renderCounts();
+}
+
+function markOpenImage() {
+  for (const li of el.images.querySelectorAll("li.open")) li.classList.remove("open");
+  const li = el.images.querySelector(`li[data-id="${S.imageId}"]`);
+  if (li) {
+    li.classList.add("open");
+    li.scrollIntoView({ block: "nearest" });
+  }
+}
+
+function renderCounts() {
+  const n = { done: 0, partial: 0, untouched: 0 };
+  for (const im of S.images) if (im.status in n) n[im.status] += 1;
+  el.countDone.textContent = n.done;
+  el.countPartial.textContent = n.partial;
+  el.countUntouched.textContent = S.images.length - n.done - n.partial;
+  el.imagesCount.textContent = String(S.images.length);
+}
+
+function renderStats(st) {
+  el.statMasks.textContent = st.masks ?? 0;
+  el.statPrompts.textContent = fmt(st.prompts_per_mask, 1);
+  el.statSeconds.textContent = fmt(st.seconds_per_mask, 1);
+}
+
+function renderTitle() {
+  const im = S.byId.get(S.imageId);
+  el.imageName.textContent = im ? im.name : "—";
+  const idx = S.images.findIndex((x) => x.id === S.imageId);
+  el.imageIndex.textContent = idx >= 0 ? `${idx + 1} / ${S.images.length}` : "";
+  const status = S.loadError ? "error" : im ? im.status : "untouched";
+  el.status.dataset.status = status;
+  el.status.textContent = statusText(status);
+  const done = !!(S.view && S.view.done);
+  el.done.setAttribute("aria-pressed", String(done));
+  el.done.textContent = done ? "Done ✓" : "Mark done";
+  el.done.disabled = !S.view;
+  el.propose.disabled = !S.view;
+  el.prev.disabled = idx <= 0;
+  el.next.disabled = idx < 0 || idx >= S.images.length - 1;
+  el.stage.dataset.imageId = S.imageId ?? "";
+  el.stage.dataset.loaded = S.view && S.bitmap ? "1" : "0";
+  document.title = im ? `${im.name} — samkit studio` : "samkit studio";
+}
+
+function renderObjectBar() {
+  const c = S.current;
+  el.candidates.replaceChildren(
+    ...(c && c.candidates && c.candidates.length === 3
+      ? c.candidates.map((cand, i) =>
+        h("button", {
+          type: "button", class: i === c.chosen ? "candidate chosen" : "candidate", "data-candidate": i,
+          "aria-pressed": String(i === c.chosen), title: `Candidate ${i + 1} (key ${i + 1})`,
+        }, h("kbd", { text: String(i + 1) }), ` ${fmt(cand.iou)}`))
+      : []),
+  );
+  el.iou.textContent = c && c.iou !== null && c.iou !== undefined ? `IoU ${fmt(c.iou)}` : "";
+  el.iou.dataset.iou = c && c.iou !== null && c.iou !== undefined ? String(c.iou) : "";
+  const n = c ? c.prompts.length : 0;
+  el.promptCount.textContent = n ? `${n} prompt${n === 1 ? "" : "s"}` : S.view ? "Click an object to start" : "";
+  el.accept.disabled = !(c && c.mask);
+  el.clear.disabled = !c && !S.pending.length;
+}
+
+function renderObjects() {
+  el.objectsCount.textContent = String(S.annotations.length);
+  el.objectsEmpty.hidden = S.annotations.length > 0 || !S.view;
+  el.objects.replaceChildren(
+    ...S.annotations.map((a) => {
+      const meta = [a.source, `IoU ${fmt(a.predicted_iou)}`];
+      if (a.source !== "auto" || a.num_prompts) meta.push(`${a.num_prompts} prompt${a.num_prompts === 1 ? "" : "s"}`);
+      if (a.seconds !== null && a.seconds !== undefined) meta.push(`${fmt(a.seconds, 1)}\u00a0s`);
+      return h("li", {
+        "data-aid": a.id, "data-source": a.source, class: a.id === S.selectedAid ? "selected" : null,
+        title: "Click to select (Del deletes it); double-click the name to rename",
+      },
+      h("span", { class: "swatch", style: `background:${colorOf(a.id)}` }),
+      h("div", { class: "obj" },
+        h("div", { class: "obj-line" },
+          h("span", { class: a.category ? "cat" : "cat none", text: a.category || "no category" }),
+          h("span", { class: "aid", text: `#${a.id}` })),
+        h("div", { class: "obj-meta" }, ...meta.map((m) => h("span", { text: m })))),
+      h("button", { type: "button", class: "icon del", "data-action": "delete", title: "Delete (Del)", "aria-label": "Delete" }, "×"));
+    }),
+  );
+  for (const a of S.annotations) if (a.category) S.categories.add(a.category);
+  const known = new Set(Array.from(el.categories.options, (o) => o.value));
+  for (const c of S.categories) if (!known.has(c)) el.categories.append(h("option", { value: c }));
+}
+
+function renderProposals() {
+  const p = S.proposals;
+  const pend = pendingProposals();
+  let stateText = "";
+  if (p.state === "queued" || p.state === "running") stateText = "running…";
+  else if (p.state === "error") stateText = "failed";
+  else if (p.state === "ready") {
+    const accepted = p.proposals.filter((x) => x.status === "accepted").length;
+    const rejected = p.proposals.filter((x) => x.status === "rejected").length;
+    stateText = `${pend.length} pending` + (accepted ? ` · ${accepted} accepted` : "") + (rejected ? ` · ${rejected} rejected` : "");
+  }
+  el.proposalState.textContent = stateText;
+  el.proposalState.dataset.state = p.state;
+  el.propose.hidden = p.state !== "none" && p.state !== "error";
+  el.proposalsHelp.hidden = pend.length === 0;
+  el.proposals.replaceChildren(
+    ...pend.map((x) =>
+      h("li", { "data-pid": x.id, "data-status": x.status, class: x.id === S.focusedPid ? "focused" : null, title: "Click to focus" },
+        h("span", { class: "swatch outline" }),
+        h("div", { class: "obj" },
+          h("div", { class: "obj-line" }, h("span", { class: "cat", text: `Proposal ${x.id}` })),
+          h("div", { class: "obj-meta" }, ...[`IoU ${fmt(x.predicted_iou)}`, `stability ${fmt(x.stability_score)}`,
+            fmtArea(x.area)].map((m) => h("span", { text: m })))),
+        h("button", { type: "button", class: "icon ok", "data-action": "accept", title: "Accept (A)", "aria-label": "Accept" }, "✓"),
+        h("button", { type: "button", class: "icon del", "data-action": "reject", title: "Reject (X)", "aria-label": "Reject" }, "×"))),
+  );
+  const li = el.proposals.querySelector("li.focused");
+  if (li) li.scrollIntoView({ block: "nearest" });
+}
+
+function renderStageNote() {
+  let note = "";
+  if (!S.images.length && S.info) note = "No images found in the images folder.";
+  else if (S.loadError) note = `This image cannot be opened: ${S.loadError}`;
+  else if (S.imageId !== null && !S.view) note = "Loading…";
+  el.stageNote.textContent = note;
+  el.stageNote.hidden = !note;
+  el.stageNote.dataset.kind = S.loadError ? "error" : "info";
+}
+
+function renderAll() {
+  renderTitle();
+  renderObjectBar();
+  renderObjects();
+  renderProposals();
+  renderStageNote();
+  invalidate();
+}
+
+// ---------------------------------------------------------------------------------- summary
+
+let summaryTimer = null;
+
+/** Refresh the image list's statuses and the stats soon (several changes, one refresh). */
+function refreshSummary() {
+  clearTimeout(summaryTimer);
+  summaryTimer = setTimeout(async () => {
+    try {
+      const [list, stats] = await Promise.all([api("GET", "/api/images"), api("GET", "/api/stats")]);
+      for (const im of list.images) {
+        const mine = S.byId.get(im.id);
+        if (mine && (mine.status !== "error" || im.id !== S.imageId)) {
+          mine.status = im.id === S.imageId && S.loadError ? "error" : im.status;
+          mine.annotations = im.annotations;
+          updateImageRow(im.id);
+        }
+      }
+      renderStats(stats);
+      renderTitle();
+    } catch (e) {
+      showError(e);
+    }
+  }, 250);
+}
+
+function setImageStatus(status) {
+  const im = S.byId.get(S.imageId);
+  if (!im) return;
+  if (status) im.status = status;
+  im.annotations = S.annotations.length;
+  updateImageRow(im.id);
+  renderTitle();
+}
+
+// ---------------------------------------------------------------------------------- images
+
+const bitmaps = new Map(); // id -> Promise<ImageBitmap>, a few recent ones
+
+function loadBitmap(id) {
+  let p = bitmaps.get(id);
+  if (!p) {
+    p = (async () => {
+      const path = `/api/images/${id}/file`;
+      const res = await request("GET", path);
+      if (!res.ok) throw await errorOf(res, "GET", path);
+      return createImageBitmap(await res.blob());
+    })();
+    bitmaps.set(id, p);
+    p.catch(() => bitmaps.delete(id));
+    while (bitmaps.size > 4) {
+      const [oldest] = bitmaps.keys();
+      if (oldest === id || oldest === S.imageId) break;
+      const old = bitmaps.get(oldest);
+      bitmaps.delete(oldest);
+      old.then((b) => b.close(), () => {});
+    }
+  }
+  return p;
+}
+
+function requestOpen(id) {
+  S.wantedId = id;
+  act(() => openImage(id), "Opening image…");
+}
+
+async function openImage(id) {
+  if (id !== S.wantedId) return; // a later request replaced this one
+  const gen = ++S.gen;
+  Object.assign(S, {
+    imageId: id, view: null, bitmap: null, loadError: null, annotations: [], current: null, pending: [],
+    proposals: { state: "none", error: null, proposals: [] }, focusedPid: null, selectedAid: null, drag: null,
+  });
+  rasters.clear();
+  if (el.message.dataset.kind === "error") hideMessage(); // it was about the image left
+  markOpenImage();
+  fit();
+  renderAll();
+  const bitmapP = loadBitmap(id);
+  bitmapP.catch(() => {}); // reported below, once
+  let view;
+  let bitmap;
+  try {
+    view = await api("GET", `/api/images/${id}`);
+    bitmap = await bitmapP;
+  } catch (e) {
+    if (gen !== S.gen) return;
+    S.loadError = e.message || String(e);
+    const im = S.byId.get(id);
+    if (im) {
+      im.status = "error";
+      updateImageRow(id);
+    }
+    renderAll();
+    fit();
+    showError(e);
+    return;
+  }
+  if (gen !== S.gen) return;
+  Object.assign(S, { view, bitmap, annotations: view.annotations || [], current: view.current || null });
+  const im = S.byId.get(id);
+  if (im) {
+    im.status = view.status;
+    im.annotations = S.annotations.length;
+    updateImageRow(id);
+  }
+  fit();
+  renderAll();
+  pollProposals(gen, S.info && S.info.propose);
+  // the next image is likely next: fetch its pixels now (the server embeds it ahead too)
+  const idx = S.images.findIndex((x) => x.id === id);
+  if (idx >= 0 && idx + 1 < S.images.length) loadBitmap(S.images[idx + 1].id).catch(() => {});
+}
+
+function navigate(delta) {
+  if (!S.images.length) return;
+  const idx = S.images.findIndex((x) => x.id === (S.wantedId ?? S.imageId));
+  const next = Math.min(S.images.length - 1, Math.max(0, (idx < 0 ? 0 : idx) + delta));
+  if (next === idx) {
+    showMessage(delta > 0 ? "This is the last image." : "This is the first image.", "info");
+    return;
+  }
+  location.hash = `#${S.images[next].id}`; // hashchange opens it
+}
+
+function hashId() {
+  const m = /^#(\d+)$/.exec(location.hash);
+  return m ? Number(m[1]) : null;
+}
+
+function onHashChange() {
+  const id = hashId();
+  if (id === null || !S.byId.has(id)) {
+    if (S.imageId !== null) history.replaceState(null, "", `#${S.imageId}`);
+    return;
+  }
+  if (id !== S.wantedId) requestOpen(id);
+}
+
+// ---------------------------------------------------------------------------------- prompts
+
+function toImage(clientX, clientY) {
+  const r = el.canvas.getBoundingClientRect();
+  const fx = (clientX - r.left) / r.width;
+  const fy = (clientY - r.top) / r.height;
+  const x = Math.min(S.view.width, Math.max(0, fx * S.view.width));
+  const y = Math.min(S.view.height, Math.max(0, fy * S.view.height));
+  return [Math.round(x * 100) / 100, Math.round(y * 100) / 100];
+}
+
+function dragBox(d) {
+  const [ax, ay] = toImage(d.startX, d.startY);
+  const [bx, by] = toImage(d.x, d.y);
+  return [Math.min(ax, bx), Math.min(ay, by), Math.max(ax, bx), Math.max(ay, by)];
+}
+
+function canPrompt() {
+  return S.view && S.bitmap && !S.loadError;
+}
+
+function addPrompt(prompt) {
+  const id = S.imageId;
+  const gen = S.gen;
+  S.pending.push(prompt);
+  renderObjectBar();
+  scheduleRender();
+  act(async () => {
+    try {
+      const current = await api("POST", `/api/images/${id}/prompt`, prompt);
+      if (gen === S.gen) S.current = current;
+    } finally {
+      if (gen === S.gen) {
+        S.pending = S.pending.filter((p) => p !== prompt);
+        renderObjectBar();
+        invalidate();
+      }
+    }
+  }, "Predicting…");
+}
+
+function onMouseDown(e) {
+  if (!canPrompt()) return;
+  if (e.button !== 0 && e.button !== 2) return;
+  e.preventDefault();
+  if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
+  S.drag = { button: e.button, startX: e.clientX, startY: e.clientY, x: e.clientX, y: e.clientY, shift: e.shiftKey, moved: false };
+  window.addEventListener("mousemove", onMouseMove);
+  window.addEventListener("mouseup", onMouseUp);
+}
+
+function onMouseMove(e) {
+  const d = S.drag;
+  if (!d) return;
+  d.x = e.clientX;
+  d.y = e.clientY;
+  if (d.button === 0 && Math.hypot(d.x - d.startX, d.y - d.startY) > DRAG_PX) d.moved = true;
+  if (d.moved) scheduleRender();
+}
+
+function onMouseUp(e) {
+  const d = S.drag;
+  if (!d || e.button !== d.button) return;
+  window.removeEventListener("mousemove", onMouseMove);
+  window.removeEventListener("mouseup", onMouseUp);
+  S.drag = null;
+  if (!canPrompt()) return;
+  d.x = e.clientX;
+  d.y = e.clientY;
+  if (d.moved) {
+    const box = dragBox(d);
+    scheduleRender();
+    if (box[2] - box[0] < 1 || box[3] - box[1] < 1) return;
+    addPrompt({ type: "box", box });
+    return;
+  }
+  const [x, y] = toImage(d.startX, d.startY);
+  const negative = d.button === 2 || d.shift || e.shiftKey;
+  addPrompt({ type: "point", x, y, label: negative ? 0 : 1 });
+}
+
+function cancelDrag() {
+  if (!S.drag) return false;
+  window.removeEventListener("mousemove", onMouseMove);
+  window.removeEventListener("mouseup", onMouseUp);
+  S.drag = null;
+  scheduleRender();
+  return true;
+}
+
+// ---------------------------------------------------------------------------------- actions
+
+function category() {
+  const v = el.category.value.trim();
+  return v ? v : null;
+}
+
+function accept() {
+  if (!canPrompt()) return;
+  const id = S.imageId;
+  const gen = S.gen;
+  const body = { category: category() };
+  act(async () => {
+    const r = await api("POST", `/api/images/${id}/accept`, body);
+    if (gen !== S.gen) return;
+    S.annotations = [...S.annotations, r.annotation];
+    S.current = null;
+    if (r.annotation.category) S.categories.add(r.annotation.category);
+    setImageStatus(r.status);
+    renderObjectBar();
+    renderObjects();
+    invalidate();
+    refreshSummary();
+  }, "Accepting…");
+}
+
+function undo() {
+  if (!canPrompt()) return;
+  const id = S.imageId;
+  const gen = S.gen;
+  act(async () => {
+    const r = await api("POST", `/api/images/${id}/undo`);
+    if (gen !== S.gen) return;
+    S.current = r.current;
+    S.annotations = r.annotations;
+    if (!S.annotations.some((a) => a.id === S.selectedAid)) S.selectedAid = null;
+    if (r.undone === null) showMessage("Nothing to undo.", "info");
+    else if (r.undone === "accept") showMessage("The last accepted object is back in progress.", "info");
+    setImageStatus(null);
+    renderObjectBar();
+    renderObjects();
+    invalidate();
+    if (r.undone === "accept") refreshSummary();
+  }, "Undoing…");
+}
+
+function clearCurrent() {
+  if (cancelDrag()) return;
+  if (!canPrompt()) return;
+  if (!S.current && !S.pending.length) {
+    if (S.selectedAid !== null) selectObject(null);
+    return;
+  }
+  const id = S.imageId;
+  const gen = S.gen;
+  act(async () => {
+    const r = await api("POST", `/api/images/${id}/clear`);
+    if (gen !== S.gen) return;
+    S.current = r.current;
+    renderObjectBar();
+    invalidate();
+  }, "Clearing…");
+}
+
+function choose(i) {
+  const c = S.current;
+  if (!canPrompt() || !c || !c.candidates || c.candidates.length !== 3 || i === c.chosen) return;
+  const id = S.imageId;
+  const gen = S.gen;
+  act(async () => {
+    const r = await api("POST", `/api/images/${id}/choose`, { candidate: i });
+    if (gen !== S.gen) return;
+    S.current = r;
+    renderObjectBar();
+    invalidate();
+  }, "Choosing…");
+}
+
+function selectObject(aid) {
+  S.selectedAid = aid;
+  for (const li of el.objects.querySelectorAll("li")) li.classList.toggle("selected", Number(li.dataset.aid) === aid);
+  invalidate();
+}
+
+function deleteObject(aid) {
+  if (!canPrompt()) return;
+  if (aid === null || aid === undefined) {
+    showMessage("Select an object in the list first (click its row), then press Delete.", "info");
+    return;
+  }
+  const id = S.imageId;
+  const gen = S.gen;
+  act(async () => {
+    const r = await api("DELETE", `/api/images/${id}/annotations/${aid}`);
+    if (gen !== S.gen) return;
+    S.annotations = S.annotations.filter((a) => a.id !== r.deleted);
+    if (S.selectedAid === r.deleted) S.selectedAid = null;
+    setImageStatus(r.status);
+    renderObjects();
+    invalidate();
+    refreshSummary();
+  }, "Deleting…");
+}
+
+function renameObject(aid, name) {
+  const id = S.imageId;
+  const gen = S.gen;
+  act(async () => {
+    const a = await api("PATCH", `/api/images/${id}/annotations/${aid}`, { category: name || null });
+    if (gen !== S.gen) return;
+    S.annotations = S.annotations.map((x) => (x.id === a.id ? a : x));
+    renderObjects();
+  }, "Renaming…");
+}
+
+function startRename(li) {
+  const aid = Number(li.dataset.aid);
+  const a = S.annotations.find((x) => x.id === aid);
+  const span = li.querySelector(".cat");
+  if (!a || !span) return;
+  const input = h("input", { type: "text", class: "rename", value: a.category || "", list: "categories", spellcheck: "false" });
+  let finished = false;
+  const finish = (save) => {
+    if (finished) return;
+    finished = true;
+    const name = input.value.trim();
+    if (save && name !== (a.category || "")) renameObject(aid, name);
+    else renderObjects();
+  };
+  input.addEventListener("keydown", (e) => {
+    e.stopPropagation();
+    if (e.key === "Enter") finish(true);
+    else if (e.key === "Escape") finish(false);
+  });
+  input.addEventListener("blur", () => finish(true));
+  span.replaceWith(input);
+  input.focus();
+  input.select();
+}
+
+function toggleDone() {
+  if (!canPrompt()) return;
+  const id = S.imageId;
+  const gen = S.gen;
+  const done = !S.view.done;
+  act(async () => {
+    const r = await api("POST", `/api/images/${id}/done`, { done });
+    if (gen !== S.gen) return;
+    S.view.done = r.done;
+    setImageStatus(r.status);
+    refreshSummary();
+  }, "Saving…");
+}
+
+// ---------------------------------------------------------------------------------- proposals
+
+let pollTimer = null;
+
+function setProposals(p, gen) {
+  if (gen !== S.gen) return;
+  S.proposals = { state: p.state, error: p.error ?? null, proposals: p.proposals || [] };
+  const pend = pendingProposals();
+  if (!pend.some((x) => x.id === S.focusedPid)) S.focusedPid = pend.length ? pend[0].id : null;
+  renderProposals();
+  invalidate();
+}
+
+/** Show the image's proposals; while they are being made, ask again every POLL_MS. */
+async function pollProposals(gen, keepWaiting) {
+  clearTimeout(pollTimer);
+  if (gen !== S.gen) return;
+  const id = S.imageId;
+  let p;
+  try {
+    p = await api("GET", `/api/images/${id}/proposals`);
+  } catch (e) {
+    if (gen === S.gen) showError(e);
+    return;
+  }
+  if (gen !== S.gen) return;
+  const prev = S.proposals.state;
+  setProposals(p, gen);
+  if (p.state === "queued" || p.state === "running" || (p.state === "none" && keepWaiting)) {
+    // with --propose the server starts them when the image opens; "none" may come first
+    pollTimer = setTimeout(() => pollProposals(gen, keepWaiting && p.state === "none" ? false : keepWaiting), POLL_MS);
+  } else if (p.state === "error" && prev !== "error") {
+    showMessage(`Proposals failed: ${p.error || "unknown error"}`);
+  }
+}
+
+function propose() {
+  if (!canPrompt()) return;
+  const id = S.imageId;
+  const gen = S.gen;
+  act(async () => {
+    const p = await api("POST", `/api/images/${id}/proposals`);
+    if (gen !== S.gen) return;
+    setProposals(p, gen);
+    if (p.state !== "ready") pollProposals(gen, true);
+  }, "Starting proposals…");
+}
+
+function focusProposal(pid) {
+  S.focusedPid = pid;
+  renderProposals();
+  invalidate();
+}
+
+function moveProposalFocus(delta) {
+  const pend = pendingProposals();
+  if (!pend.length) return false;
+  const i = pend.findIndex((x) => x.id === S.focusedPid);
+  const next = i < 0 ? 0 : (i + delta + pend.length) % pend.length;
+  focusProposal(pend[next].id);
+  return true;
+}
+
+function markProposal(pid, status) {
+  S.proposals.proposals = S.proposals.proposals.map((x) => (x.id === pid ? { ...x, status } : x));
+  if (S.focusedPid === pid) {
+    // focus moves to the next pending one in the list's order
+    const all = S.proposals.proposals;
+    const at = all.findIndex((x) => x.id === pid);
+    const after = all.slice(at + 1).concat(all.slice(0, at)).find((x) => x.status === "pending");
+    S.focusedPid = after ? after.id : null;
+  }
+}
+
+function acceptProposal(pid = S.focusedPid) {
+  if (!canPrompt() || pid === null || pid === undefined) return;
+  const id = S.imageId;
+  const gen = S.gen;
+  const body = { category: category() };
+  act(async () => {
+    const r = await api("POST", `/api/images/${id}/proposals/${pid}/accept`, body);
+    if (gen !== S.gen) return;
+    S.annotations = [...S.annotations, r.annotation];
+    if (r.annotation.category) S.categories.add(r.annotation.category);
+    markProposal(pid, "accepted");
+    setImageStatus(r.status);
+    renderObjects();
+    renderProposals();
+    invalidate();
+    refreshSummary();
+  }, "Accepting proposal…");
+}
+
+function rejectProposal(pid = S.focusedPid) {
+  if (!canPrompt() || pid === null || pid === undefined) return;
+  const id = S.imageId;
+  const gen = S.gen;
+  act(async () => {
+    await api("POST", `/api/images/${id}/proposals/${pid}/reject`);
+    if (gen !== S.gen) return;
+    markProposal(pid, "rejected");
+    renderProposals();
+    invalidate();
+  }, "Rejecting proposal…");
+}
+
+// ---------------------------------------------------------------------------------- keys
+
+function isTextEntry(t) {
+  if (!t || !t.tagName) return false;
+  if (t.isContentEditable || t.tagName === "TEXTAREA" || t.tagName === "SELECT") return true;
+  return t.tagName === "INPUT" && !["range", "checkbox", "radio", "button", "submit"].includes(t.type);
+}
+
+function onKey(e) {
+  const t = e.target;
+  if (t === el.category) {
+    // typing a category is typing: only Enter (accept) and Escape (leave the field) act
+    if (e.key === "Enter" && !e.isComposing) {
+      e.preventDefault();
+      if (!e.repeat) accept();
+    } else if (e.key === "Escape") {
+      el.category.blur();
+    }
+    return;
+  }
+  if (isTextEntry(t)) return;
+  if (t && t.tagName === "BUTTON" && (e.key === "Enter" || e.key === " ")) return; // the button's own click
+  if (e.altKey) return;
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  if (e.ctrlKey || e.metaKey) {
+    if (key === "z" && !e.shiftKey) {
+      e.preventDefault();
+      undo();
+    }
+    return;
+  }
+  if (t && t.type === "range" && key.startsWith("Arrow")) return; // the slider's own keys
+  const once = !e.repeat;
+  let handled = true;
+  switch (key) {
+    case "Enter": if (once) accept(); break;
+    case "z": undo(); break;
+    case "Escape": clearCurrent(); break;
+    case "Delete":
+    case "Backspace": if (once) deleteObject(S.selectedAid); break;
+    case "n":
+    case "ArrowRight": navigate(1); break;
+    case "p":
+    case "ArrowLeft": navigate(-1); break;
+    case "d": if (once) toggleDone(); break;
+    case "1":
+    case "2":
+    case "3": choose(Number(key) - 1); break;
+    case "a": if (once) acceptProposal(); break;
+    case "x": if (once) rejectProposal(); break;
+    case "j": moveProposalFocus(1); break;
+    case "k": moveProposalFocus(-1); break;
+    case "Tab":
+      // Tab walks the proposals while there are some; otherwise it moves the keyboard focus
+      handled = moveProposalFocus(e.shiftKey ? -1 : 1);
+      break;
+    default: handled = false;
+  }
+  if (handled) e.preventDefault();
+}
+
+// ---------------------------------------------------------------------------------- start
+
+function bind() {
+  const ids = {
+    message: "message", messageText: "message-text", messageClose: "message-close", images: "images",
+    imagesCount: "images-count", countDone: "count-done", countPartial: "count-partial",
+    countUntouched: "count-untouched", statMasks: "stat-masks", statPrompts: "stat-prompts",
+    statSeconds: "stat-seconds", model: "model", prev: "prev", next: "next", imageName: "image-name",
+    imageIndex: "image-index", status: "status", opacity: "opacity", done: "done", stage: "stage",
+    canvas: "canvas", stageNote: "stage-note", busy: "busy", busyText: "busy-text", candidates: "candidates",
+    iou: "iou", promptCount: "prompt-count", category: "category", categories: "categories", accept: "accept",
+    undo: "undo", clear: "clear", objects: "objects", objectsCount: "objects-count",
+    objectsEmpty: "objects-empty", proposalState: "proposal-state", propose: "propose", proposals: "proposals",
+    proposalsHelp: "proposals-help",
+  };
+  for (const [k, id] of Object.entries(ids)) el[k] = document.getElementById(id);
+
+  // buttons taken by the mouse do not keep the keyboard focus (Enter then still accepts)
+  for (const b of document.querySelectorAll("button")) b.addEventListener("mousedown", (e) => e.preventDefault());
+  el.messageClose.addEventListener("click", hideMessage);
+  el.prev.addEventListener("click", () => navigate(-1));
+  el.next.addEventListener("click", () => navigate(1));
+  el.done.addEventListener("click", toggleDone);
+  el.accept.addEventListener("click", accept);
+  el.undo.addEventListener("click", undo);
+  el.clear.addEventListener("click", clearCurrent);
+  el.propose.addEventListener("click", propose);
+  el.opacity.addEventListener("input", () => {
+    S.opacity = Number(el.opacity.value) / 100;
+    invalidate();
+  });
+  el.opacity.addEventListener("change", () => el.opacity.blur());
+  el.candidates.addEventListener("mousedown", (e) => e.preventDefault());
+  el.candidates.addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-candidate]");
+    if (b) choose(Number(b.dataset.candidate));
+  });
+  el.images.addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-id]");
+    if (li) location.hash = `#${li.dataset.id}`;
+  });
+  el.objects.addEventListener("mousedown", (e) => {
+    if (!e.target.closest("input")) e.preventDefault();
+  });
+  el.objects.addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-aid]");
+    if (!li || e.target.closest("input")) return;
+    const aid = Number(li.dataset.aid);
+    if (e.target.closest("[data-action=delete]")) deleteObject(aid);
+    else selectObject(S.selectedAid === aid ? null : aid);
+  });
+  el.objects.addEventListener("dblclick", (e) => {
+    const li = e.target.closest("li[data-aid]");
+    if (li && e.target.closest(".cat")) startRename(li);
+  });
+  el.proposals.addEventListener("mousedown", (e) => e.preventDefault());
+  el.proposals.addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-pid]");
+    if (!li) return;
+    const pid = Number(li.dataset.pid);
+    const action = e.target.closest("[data-action]");
+    if (action && action.dataset.action === "accept") acceptProposal(pid);
+    else if (action && action.dataset.action === "reject") rejectProposal(pid);
+    else focusProposal(pid);
+  });
+  el.canvas.addEventListener("mousedown", onMouseDown);
+  el.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  el.stage.addEventListener("contextmenu", (e) => e.preventDefault());
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("hashchange", onHashChange);
+  new ResizeObserver(() => fit()).observe(el.stage);
+  window.addEventListener("resize", fit); // devicePixelRatio changes (zoom) come with a resize
+}
+
+async function start() {
+  bind();
+  renderAll();
+  try {
+    const [info, list, stats] = await Promise.all([
+      api("GET", "/api/info"), api("GET", "/api/images"), api("GET", "/api/stats"),
+    ]);
+    S.info = info;
+    S.images = list.images.map((im) => ({ ...im }));
+    S.byId = new Map(S.images.map((im) => [im.id, im]));
+    el.model.textContent = info.model || "";
+    el.model.title = info.model ? `Model: ${info.model}` : "";
+    renderImages();
+    renderStats(stats);
+  } catch (e) {
+    showError(e);
+    renderStageNote();
+    return;
+  }
+  renderStageNote();
+  if (!S.images.length) return;
+  let id = hashId();
+  if (id === null || !S.byId.has(id)) {
+    const firstOpen = S.images.find((im) => im.status !== "done") || S.images[0];
+    id = firstOpen.id;
+    history.replaceState(null, "", `#${id}`);
+  }
+  requestOpen(id);
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+else start();
