@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -51,7 +53,6 @@ def test_listing_info_and_the_image(folders) -> None:
         assert (view["width"], view["height"]) == (256, 256) and view["annotations"] == [] and view["current"] is None
         file = client.get("/api/images/1/file")
         assert file.headers["content-type"] == "image/jpeg"
-        import io
         shown = np.asarray(Image.open(io.BytesIO(file.content)))
         assert shown.shape == (256, 256, 3) and np.abs(shown.astype(int) - scenes[1].image).mean() < 6
 
@@ -258,3 +259,27 @@ def test_bad_bodies_and_actions_out_of_place(folders) -> None:
         assert post("done", json={"done": "yes"}).status_code == 400
         assert client.patch("/api/images/0/annotations/0", json={}).status_code == 400
         assert client.get("/api/images/0/prompt").status_code == 405
+
+
+def test_opening_an_image_computes_its_embedding_and_the_next_ones_ahead(folders) -> None:
+    images, out, _ = folders
+    with make_client(images, out) as client:
+        state = client.app.state.studio
+        assert not state.cached(0) and not state.cached(1)
+        client.get("/api/images/0", headers=H)
+        deadline = time.monotonic() + 60
+        while not (state.cached(0) and state.cached(1)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.cached(0) and state.cached(1) and not state.cached(2)
+
+
+def test_the_event_loop_answers_while_the_model_works(folders) -> None:
+    images, out, _ = folders
+    with make_client(images, out) as client:
+        state = client.app.state.studio
+        release = threading.Event()
+        state.worker.submit(0, release.wait, 30)  # the model thread is busy until released
+        t = time.monotonic()
+        assert client.get("/api/images").status_code == 200 and client.get("/api/info").status_code == 200
+        assert time.monotonic() - t < 10
+        release.set()
