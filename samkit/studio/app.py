@@ -210,7 +210,7 @@ async def undo(request: Request, state: StudioState, client: str, body: dict) ->
     def work() -> dict:
         undone = state.undo(client, image_id)
         return {"undone": undone, "current": state.current(client, image_id),
-                "annotations": state.annotations(image_id)}
+                "annotations": state.annotations(image_id), "status": state.store.summary(image_id)[0]}
     return await state.worker.run(INTERACTIVE, work)
 
 
@@ -325,6 +325,15 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+class _PageFiles(StaticFiles):
+    """The page's files, revalidated on every load (a new samkit's page is never run from cache)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def create_app(config: StudioConfig, *, model: SAM2Model, model_description: str = "") -> Starlette:
     """The studio as an ASGI app (serve it with uvicorn). ``model`` runs every prediction;
     ``model_description`` is shown on the page (what :func:`samkit.builder.load_model` says)."""
@@ -355,7 +364,7 @@ def create_app(config: StudioConfig, *, model: SAM2Model, model_description: str
         Route(f"{img}/proposals", _api(start_proposals), methods=["POST"]),
         Route(f"{img}/proposals/{{proposal_id:int}}/accept", _api(accept_proposal), methods=["POST"]),
         Route(f"{img}/proposals/{{proposal_id:int}}/reject", _api(reject_proposal), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        Mount("/static", _PageFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.studio = state

@@ -12,7 +12,7 @@ import { blend, hexRgb, rasterize } from "./masks.js";
 // Colour of accepted annotation `id`: PALETTE[id % PALETTE.length] (no cyan: that is the object in
 // progress; no amber: the focused proposal).
 const PALETTE = [
-  "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#ffd8b1", "#f032e6", "#bcf60c",
+  "#4363d8", "#f032e6", "#bcf60c", "#f58231", "#e6194b", "#3cb44b", "#911eb4", "#ffd8b1",
   "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000",
 ];
 const CURRENT_RGB = hexRgb("#1ad1ff"); // the object in progress
@@ -310,7 +310,7 @@ function composeOverlay() {
   const img = octx.createImageData(w, h);
   const buf = img.data;
   const o = S.opacity;
-  const edgeAlpha = o > 0 ? Math.min(1, o + 0.35) : 0;
+  const edgeAlpha = o > 0 ? Math.min(1, o + 0.5) : 0; // outlines stay readable at low opacity
   const e = Math.max(1, Math.round(dpr));
   // pending proposals: a light fill and a white outline; the focused one in amber, on top
   let focused = null;
@@ -331,10 +331,10 @@ function composeOverlay() {
       selected = a;
       continue;
     }
-    blend(buf, w, raster(`a${a.id}`, a.mask, e), hexRgb(colorOf(a.id)), o, edgeAlpha);
+    blend(buf, w, raster(`a${a.id}`, a.mask, 2 * e), hexRgb(colorOf(a.id)), o, edgeAlpha);
   }
   if (selected) {
-    blend(buf, w, raster(`a${selected.id}`, selected.mask, 2 * e), hexRgb(colorOf(selected.id)),
+    blend(buf, w, raster(`a${selected.id}`, selected.mask, 3 * e), hexRgb(colorOf(selected.id)),
       Math.min(1, o * 1.3), o > 0 ? 1 : 0, WHITE);
   }
   // the object in progress
@@ -508,6 +508,16 @@ function renderObjectBar() {
   el.clear.disabled = !c && !S.pending.length;
 }
 
+/** A line of small facts, wrapping between them (never inside one). */
+function metaLine(items) {
+  const line = h("div", { class: "obj-meta" });
+  items.forEach((m, i) => {
+    if (i) line.append(" · ");
+    line.append(h("span", { text: m }));
+  });
+  return line;
+}
+
 function renderObjects() {
   el.objectsCount.textContent = String(S.annotations.length);
   el.objectsEmpty.hidden = S.annotations.length > 0 || !S.view;
@@ -525,7 +535,7 @@ function renderObjects() {
         h("div", { class: "obj-line" },
           h("span", { class: a.category ? "cat" : "cat none", text: a.category || "no category" }),
           h("span", { class: "aid", text: `#${a.id}` })),
-        h("div", { class: "obj-meta" }, ...meta.map((m) => h("span", { text: m })))),
+        metaLine(meta)),
       h("button", { type: "button", class: "icon del", "data-action": "delete", title: "Delete (Del)", "aria-label": "Delete" }, "×"));
     }),
   );
@@ -555,8 +565,7 @@ function renderProposals() {
         h("span", { class: "swatch outline" }),
         h("div", { class: "obj" },
           h("div", { class: "obj-line" }, h("span", { class: "cat", text: `Proposal ${x.id}` })),
-          h("div", { class: "obj-meta" }, ...[`IoU ${fmt(x.predicted_iou)}`, `stability ${fmt(x.stability_score)}`,
-            fmtArea(x.area)].map((m) => h("span", { text: m })))),
+          metaLine([`IoU ${fmt(x.predicted_iou)}`, `stability ${fmt(x.stability_score)}`, fmtArea(x.area)])),
         h("button", { type: "button", class: "icon ok", "data-action": "accept", title: "Accept (A)", "aria-label": "Accept" }, "✓"),
         h("button", { type: "button", class: "icon del", "data-action": "reject", title: "Reject (X)", "aria-label": "Reject" }, "×"))),
   );
@@ -595,8 +604,8 @@ function refreshSummary() {
       const [list, stats] = await Promise.all([api("GET", "/api/images"), api("GET", "/api/stats")]);
       for (const im of list.images) {
         const mine = S.byId.get(im.id);
-        if (mine && (mine.status !== "error" || im.id !== S.imageId)) {
-          mine.status = im.id === S.imageId && S.loadError ? "error" : im.status;
+        if (mine && mine.status !== "error") { // an unreadable image keeps its red dot until it opens
+          mine.status = im.status;
           mine.annotations = im.annotations;
           updateImageRow(im.id);
         }
@@ -606,7 +615,7 @@ function refreshSummary() {
     } catch (e) {
       showError(e);
     }
-  }, 250);
+  }, 150);
 }
 
 function setImageStatus(status) {
@@ -821,6 +830,11 @@ function category() {
 
 function accept() {
   if (!canPrompt()) return;
+  if (!(S.current && S.current.mask) && !S.pending.length) {
+    const hint = pendingProposals().length ? " (A accepts the focused proposal)" : "";
+    showMessage(`Nothing to accept: click an object first${hint}.`, "info");
+    return;
+  }
   const id = S.imageId;
   const gen = S.gen;
   const body = { category: category() };
@@ -854,7 +868,10 @@ function undo() {
     renderObjectBar();
     renderObjects();
     invalidate();
-    if (r.undone === "accept") refreshSummary();
+    if (r.undone === "accept") {
+      refreshSummary();
+      if (S.proposals.state !== "none") pollProposals(gen, false); // an accepted proposal may be back
+    }
   }, "Undoing…");
 }
 
