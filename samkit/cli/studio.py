@@ -14,6 +14,7 @@ from samkit.builder import load_model
 from samkit.cli.common import add_model_args
 from samkit.cli.outputs import check_out_dir
 from samkit.errors import ConfigError, DatasetError, MissingDependencyError
+from samkit.video.frames import VIDEO_EXTENSIONS
 
 __all__ = ["register", "is_loopback", "open_socket"]
 
@@ -55,10 +56,16 @@ def cmd_studio(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise MissingDependencyError(f"samkit studio needs {exc.name or 'starlette and uvicorn'}, which is not "
                                      "installed: pip install 'samkit[studio]'") from None
-    images = Path(args.images)
-    if not images.is_dir():
-        raise DatasetError(f"images folder '{images}' " + ("is a file, not a folder" if images.exists()
-                                                           else "does not exist"))
+    images, only = Path(args.images), None
+    if images.is_file() and images.suffix.lower() in VIDEO_EXTENSIONS:
+        images, only = images.parent, [Path(images.name)]  # one video
+    elif args.video:
+        if not images.is_dir():
+            raise DatasetError(f"--video needs a folder of frames, and '{images}' is not a folder")
+        images, only = images.resolve().parent, [Path(images.resolve().name)]  # a folder of frames as one clip
+    elif not images.is_dir():
+        raise DatasetError(f"images folder '{images}' " + (
+            f"is a file, not a folder (videos: {' '.join(VIDEO_EXTENSIONS)})" if images.exists() else "does not exist"))
     out = check_out_dir(args.out)
     token = args.token
     if not is_loopback(args.host) and token is None:
@@ -70,7 +77,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
         model, description = load_model(args.model, args.checkpoint, args.device, pretrained=args.pretrained or None)
         print(f"model: {description}")
         out.mkdir(parents=True, exist_ok=True)
-        config = StudioConfig(images, out, propose=args.propose, token=token,
+        config = StudioConfig(images, out, propose=args.propose, token=token, only=only,
                               automask={"points_per_side": args.points_per_side})
         app = create_app(config, model=model, model_description=description)
         state = app.state.studio
@@ -78,8 +85,9 @@ def cmd_studio(args: argparse.Namespace) -> int:
         port = sock.getsockname()[1]
         shown = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{shown}:{port}" + (f"/?token={token}" if token else "")
-        print(f"samkit studio: {url} ({len(state.catalog)} images, {annotated} annotated); Ctrl+C stops it",
-              flush=True)
+        videos = sum(state.catalog.kind(i) == "video" for i in range(len(state.catalog)))
+        listed = f"{len(state.catalog) - videos} images" + (f", {videos} videos" if videos else "")
+        print(f"samkit studio: {url} ({listed}, {annotated} annotated); Ctrl+C stops it", flush=True)
         if not len(state.catalog):
             print(f"note: no images found in '{images}' (extensions: .jpg .jpeg .png .bmp .tif .tiff .webp)")
         server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="on"))
@@ -97,7 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve the annotation studio for IMAGES_DIR: click and box prompts, the automatic mask "
                     "generator's proposals (--propose), one SA-1B JSON per image in --out, saved on every "
                     "accept. Stopping and starting again restores everything.")
-    p.add_argument("images", metavar="IMAGES_DIR", help="folder of images (searched recursively)")
+    p.add_argument("images", metavar="IMAGES_DIR",
+                   help="folder of images and videos (searched recursively), or one video file")
+    p.add_argument("--video", action="store_true", help="IMAGES_DIR is a folder of frames: serve it as one clip")
     p.add_argument("--out", required=True, metavar="ANNOTATIONS_DIR",
                    help="folder of the SA-1B JSON (the names `samkit annotate` uses, so its output opens here)")
     add_model_args(p)

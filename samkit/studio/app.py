@@ -7,6 +7,7 @@ Model work runs on the state's worker thread; file work on Starlette's thread po
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import json
@@ -20,12 +21,12 @@ from typing import Any, Awaitable, Callable, Optional
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from samkit.engine.exports import annotation_stats
-from samkit.errors import DatasetError, ImageError, SamkitError, StateError
+from samkit.errors import DatasetError, ImageError, SamkitError, StateError, VideoError
 from samkit.model.sam2 import SAM2Model
 from samkit.studio.catalog import OutsideImagesError
 from samkit.studio.state import INTERACTIVE, StudioConfig, StudioState, annotation_view
@@ -57,7 +58,7 @@ def _error(status: int, message: str) -> JSONResponse:
 def _status_of(exc: SamkitError) -> int:
     if isinstance(exc, OutsideImagesError):
         return 403
-    if isinstance(exc, (ImageError, DatasetError)):
+    if isinstance(exc, (ImageError, DatasetError, VideoError)):
         return 422
     if isinstance(exc, StateError):
         return 409
@@ -174,7 +175,8 @@ async def list_images(request: Request, state: StudioState, client: str, body: d
         rows = []
         for i in range(len(state.catalog)):
             status, count = state.store.summary(i)
-            rows.append({"id": i, "name": state.catalog.name(i), "status": status, "annotations": count})
+            rows.append({"id": i, "name": state.catalog.name(i), "kind": state.catalog.kind(i), "status": status,
+                         "annotations": count})
         return rows
     return {"images": await run_in_threadpool(listing)}
 
@@ -312,6 +314,130 @@ async def stats(request: Request, state: StudioState, client: str, body: dict) -
     return await run_in_threadpool(work)
 
 
+# ---------------------------------------------------------------------- videos
+def _int(body: dict[str, Any], key: str) -> int:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HTTPError(400, f"{key!r} must be an integer, got {value!r}")
+    return value
+
+
+async def _video(request: Request, state: StudioState):
+    image_id = request.path_params["image_id"]
+    if state.catalog.kind(image_id) != "video":
+        raise HTTPError(404, f"entry {image_id} is an image, not a video: open it with /api/images/{image_id}")
+    return await run_in_threadpool(state.video, image_id)
+
+
+def _object_missing(video_id: int, obj: int) -> HTTPError:
+    return HTTPError(404, f"video {video_id} has no object {obj}: create one with POST /api/videos/{video_id}/objects")
+
+
+async def get_video(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    image_id = request.path_params["image_id"]
+    return {"id": image_id, "name": state.catalog.name(image_id), "kind": "video", **video.view()}
+
+
+async def video_frame(request: Request, state: StudioState, client: str, body: dict) -> Response:
+    video = await _video(request, state)
+    jpeg = await run_in_threadpool(video.frame_jpeg, request.path_params["frame"])
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
+
+
+async def video_frame_masks(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    return await run_in_threadpool(video.frame_masks, request.path_params["frame"])
+
+
+async def add_video_object(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    return await run_in_threadpool(video.add_object, _name(body))
+
+
+def _name(body: dict[str, Any]) -> Optional[str]:
+    return _category({"category": body.get("name")})
+
+
+async def rename_video_object(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    obj = request.path_params["obj"]
+    try:
+        return await run_in_threadpool(video.rename_object, obj, _name(body))
+    except KeyError:
+        raise _object_missing(request.path_params["image_id"], obj) from None
+
+
+async def delete_video_object(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    obj = request.path_params["obj"]
+    try:
+        await state.worker.run(INTERACTIVE, video.delete_object, obj)
+    except KeyError:
+        raise _object_missing(request.path_params["image_id"], obj) from None
+    return {"deleted": obj}
+
+
+async def video_prompt(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    frame, obj, prompt_ = _int(body, "frame"), _int(body, "obj"), _prompt(body)
+    try:
+        return await state.worker.run(INTERACTIVE, video.prompt, frame, obj, prompt_)
+    except KeyError:
+        raise _object_missing(request.path_params["image_id"], obj) from None
+
+
+async def video_clear(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    frame, obj = _int(body, "frame"), _int(body, "obj")
+    try:
+        return await state.worker.run(INTERACTIVE, video.clear, frame, obj)
+    except KeyError:
+        raise _object_missing(request.path_params["image_id"], obj) from None
+
+
+async def video_track(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    direction = body.get("direction", "both")
+    job = await state.worker.run(INTERACTIVE, video.start_track, direction)
+    state.video_worker.submit(INTERACTIVE, video.run_track, job)
+    return job.view()
+
+
+async def video_cancel(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    video.job.cancel.set()
+    return video.job.view()
+
+
+async def video_job(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    return (await _video(request, state)).job.view()
+
+
+async def video_events(request: Request, state: StudioState, client: str, body: dict) -> Response:
+    video = await _video(request, state)
+    job = video.job
+
+    async def events():
+        sent = 0
+        while True:
+            while sent < len(job.events):
+                yield f"event: progress\ndata: {json.dumps(job.events[sent])}\n\n"
+                sent += 1
+            if job.state != "running":
+                yield f"event: end\ndata: {json.dumps(job.view())}\n\n"
+                return
+            await asyncio.sleep(0.1)
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def video_overlay(request: Request, state: StudioState, client: str, body: dict) -> dict:
+    video = await _video(request, state)
+    path = await state.video_worker.run(INTERACTIVE, video.write_overlay)
+    return {"file": path.relative_to(state.config.out_dir).as_posix()}
+
+
 # ---------------------------------------------------------------------- the page
 async def index(request: Request) -> Response:
     state: StudioState = request.app.state.studio
@@ -345,6 +471,7 @@ def create_app(config: StudioConfig, *, model: SAM2Model, model_description: str
         state.close()
 
     img = "/api/images/{image_id:int}"
+    vid = "/api/videos/{image_id:int}"
     routes = [
         Route("/", index),
         Route("/api/info", _api(info, image=False)),
@@ -364,6 +491,19 @@ def create_app(config: StudioConfig, *, model: SAM2Model, model_description: str
         Route(f"{img}/proposals", _api(start_proposals), methods=["POST"]),
         Route(f"{img}/proposals/{{proposal_id:int}}/accept", _api(accept_proposal), methods=["POST"]),
         Route(f"{img}/proposals/{{proposal_id:int}}/reject", _api(reject_proposal), methods=["POST"]),
+        Route(vid, _api(get_video)),
+        Route(f"{vid}/frames/{{frame:int}}", _api(video_frame)),
+        Route(f"{vid}/frames/{{frame:int}}/masks", _api(video_frame_masks)),
+        Route(f"{vid}/objects", _api(add_video_object), methods=["POST"]),
+        Route(f"{vid}/objects/{{obj:int}}", _api(rename_video_object), methods=["PATCH"]),
+        Route(f"{vid}/objects/{{obj:int}}", _api(delete_video_object), methods=["DELETE"]),
+        Route(f"{vid}/prompt", _api(video_prompt), methods=["POST"]),
+        Route(f"{vid}/clear", _api(video_clear), methods=["POST"]),
+        Route(f"{vid}/track", _api(video_track), methods=["POST"]),
+        Route(f"{vid}/cancel", _api(video_cancel), methods=["POST"]),
+        Route(f"{vid}/job", _api(video_job)),
+        Route(f"{vid}/events", _api(video_events)),
+        Route(f"{vid}/overlay", _api(video_overlay), methods=["POST"]),
         Mount("/static", _PageFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -14,8 +14,9 @@ from PIL import Image
 
 from samkit.engine.annotate import scan_images
 from samkit.errors import ImageError
-from samkit.imageio import load_image
+from samkit.imageio import IMAGE_EXTENSIONS, load_image
 from samkit.lru import LRUCache
+from samkit.video.frames import VIDEO_EXTENSIONS
 
 __all__ = ["Catalog", "LoadedImage", "OutsideImagesError"]
 
@@ -41,17 +42,25 @@ class LoadedImage:
 
 
 class Catalog:
-    """The image files below ``images_dir`` (recursive, hidden ones and ``skip`` left out), in
-    sorted order; image ``i`` is ``rels[i]``. Files are resolved on every read and refused when
-    they lead outside ``images_dir``. Decoded images are kept in a small LRU (thread-safe).
+    """The image and video files below ``images_dir`` (recursive, hidden ones and ``skip`` left
+    out), in sorted order; entry ``i`` is ``rels[i]``. Files are resolved on every read and refused
+    when they lead outside ``images_dir``. Decoded images are kept in a small LRU (thread-safe).
+
+    ``only``: serve just these entries (relative paths: one video file, or a folder of frames as
+    one clip, listed as a video).
     """
 
     def __init__(self, images_dir: str | os.PathLike, *, skip: Optional[str | os.PathLike] = None,
-                 cache_images: int = 8, cache_bytes: int = 256 << 20, jpeg_quality: int = 92) -> None:
+                 only: Optional[list[Path]] = None, cache_images: int = 8, cache_bytes: int = 256 << 20,
+                 jpeg_quality: int = 92) -> None:
         self.root = Path(images_dir).resolve()
-        scan = scan_images(self.root, skip=skip)
-        self.rels: list[Path] = scan.files
-        self.folders_not_read = scan.folders_not_read
+        if only is None:
+            scan = scan_images(self.root, tuple(IMAGE_EXTENSIONS) + VIDEO_EXTENSIONS, skip=skip)
+            self.rels: list[Path] = scan.files
+            self.folders_not_read = scan.folders_not_read
+        else:
+            self.rels = [Path(p) for p in only]
+            self.folders_not_read = []
         self.jpeg_quality = jpeg_quality
         self._images: LRUCache[int, LoadedImage] = LRUCache(cache_images, max_bytes=cache_bytes,
                                                             sizeof=lambda im: im.nbytes)
@@ -63,6 +72,11 @@ class Catalog:
 
     def has(self, image_id: int) -> bool:
         return 0 <= image_id < len(self.rels)
+
+    def kind(self, image_id: int) -> str:
+        """``video`` for a video file or a folder of frames, else ``image``."""
+        rel = self.rels[image_id]
+        return "video" if rel.suffix.lower() in VIDEO_EXTENSIONS or (self.root / rel).is_dir() else "image"
 
     def name(self, image_id: int) -> str:
         """The image's path relative to the images folder, with ``/``."""
@@ -96,6 +110,8 @@ class Catalog:
                 cached = self._images.get(image_id)
             if cached is not None:
                 return cached
+            if self.kind(image_id) == "video":
+                raise ImageError(f"{self.name(image_id)!r} is a video: open it with /api/videos/{image_id}")
             rgb = load_image(self.path(image_id))
             buf = io.BytesIO()
             Image.fromarray(rgb).save(buf, format="JPEG", quality=self.jpeg_quality)

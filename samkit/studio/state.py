@@ -35,6 +35,7 @@ from samkit.model.sam2 import SAM2Model
 from samkit.session import ImageSession
 from samkit.studio.catalog import Catalog
 from samkit.studio.store import AnnotationStore, make_annotation
+from samkit.studio.video import VideoAnnotation
 
 __all__ = ["StudioConfig", "StudioState", "ModelWorker", "INTERACTIVE", "PREFETCH"]
 
@@ -46,8 +47,9 @@ STABILITY_OFFSET = 1.0  # the automatic generator's default offset, for the stab
 class StudioConfig:
     """What ``samkit studio`` was asked to serve."""
 
-    images_dir: Path  # the images to annotate (listed once, at start)
-    out_dir: Path  # the SA-1B JSON, one per image
+    images_dir: Path  # the images (and videos) to annotate (listed once, at start)
+    out_dir: Path  # the SA-1B JSON, one per image; a folder per video
+    only: Optional[list[Path]] = None  # serve just these entries of images_dir (one video, or a frames folder)
     propose: bool = False  # start the automatic proposals when an image is opened
     token: Optional[str] = None  # required on every API call when set
     max_body_bytes: int = 64 << 10  # request bodies above this get 413
@@ -56,6 +58,7 @@ class StudioConfig:
     max_objects_in_progress: int = 256  # (client, image) objects in progress kept (LRU)
     prefetch: bool = True  # compute the embeddings of the opened image and the next one ahead
     automask: dict[str, Any] = field(default_factory=dict)  # AutoMaskGenerator arguments of the proposals
+    open_videos: int = 4  # video sessions kept open (idle ones beyond this are closed; their files stay)
 
     def __post_init__(self) -> None:
         self.images_dir = Path(self.images_dir)
@@ -139,10 +142,12 @@ class StudioState:
         self.config = config
         self.model = model.eval()
         self.model_description = model_description
-        self.catalog = Catalog(config.images_dir, skip=config.out_dir)
+        self.catalog = Catalog(config.images_dir, skip=config.out_dir, only=config.only)
         self.store = AnnotationStore(config.out_dir, self.catalog)
         self.worker = ModelWorker()
         self.proposal_worker = ModelWorker("samkit-studio-proposals")
+        self.video_worker = ModelWorker("samkit-studio-video")  # tracking jobs
+        self._videos: dict[int, VideoAnnotation] = {}  # open video sessions, least recently used first
         self._embeddings: LRUCache[int, ImagePredictor] = LRUCache(
             config.cache_embeddings, max_bytes=config.cache_bytes, sizeof=_predictor_bytes)
         self._objects: LRUCache[tuple[str, int], ObjectInProgress] = LRUCache(config.max_objects_in_progress)
@@ -152,8 +157,29 @@ class StudioState:
         self.proposals = Proposals(self)
 
     def close(self) -> None:
+        for video in self._videos.values():
+            video.job.cancel.set()
         self.worker.close()
         self.proposal_worker.close()
+        self.video_worker.close()
+
+    # ------------------------------------------------------------------ videos
+    def video(self, video_id: int) -> VideoAnnotation:
+        """The video's session, opened (and its saved annotations restored) on first use."""
+        with self._lock:
+            found = self._videos.pop(video_id, None)
+            if found is not None:
+                self._videos[video_id] = found
+                return found
+        rel = self.catalog.rels[video_id]
+        out = self.config.out_dir / (rel if (self.catalog.root / rel).is_dir() else rel.with_suffix(""))
+        opened = VideoAnnotation(self.model, self.catalog.path(video_id), self.catalog.name(video_id), out)
+        with self._lock:
+            found = self._videos.setdefault(video_id, opened)
+            idle = [k for k, v in self._videos.items() if v.job.state != "running" and k != video_id]
+            while len(self._videos) > self.config.open_videos and idle:
+                self._videos.pop(idle.pop(0)).session.close()
+            return found
 
     # ------------------------------------------------------------------ embeddings
     def cached(self, image_id: int) -> bool:

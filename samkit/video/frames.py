@@ -62,7 +62,11 @@ __all__ = [
     "open_video",
     "natural_sort_key",
     "require_cv2",
+    "VIDEO_EXTENSIONS",
 ]
+
+# file extensions listed as videos where a folder holds images and videos (the studio)
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 # Extensions of one family may be mixed in a frame folder; different families may not.
 _FAMILY = {".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
