@@ -3,6 +3,7 @@
     python benchmarks/video.py                 # both parts
     python benchmarks/video.py --part memory   # 2 objects over a 2,000-frame generated clip
     python benchmarks/video.py --part speed    # samkit vs the official sam2 predictor
+    python benchmarks/video.py --part stream   # StreamingTracker vs propagate_in_video (default model)
     python benchmarks/video.py --threads 1     # one intra-op thread (steadier on a busy CPU)
 
 Part 1 (memory) tracks two objects through a lazily generated 2,000-frame clip with a small
@@ -19,6 +20,14 @@ propagation and end to end (open + click + propagate), best of ``--repeats`` int
 Both are also run in bfloat16 (the official predictor under ``torch.autocast``, as its
 examples do on GPUs; samkit with its opt-in ``compute_dtype=torch.bfloat16``), with their mask
 IoU against the official float32 masks.
+
+Part 3 (stream) runs samkit's ``StreamingTracker`` (frames pushed one at a time, as from a camera)
+and samkit's ``VideoPredictor.propagate_in_video`` on the same frames in memory (the bedroom
+frames when ../shared/data is present, else a generated clip), one object from one click, with
+the shipped default model (``--stream-model`` for another), and prints frames per second of
+tracking (after the click) and end to end (open + click + track), the streaming tracker's
+per-frame latency, and the smallest mask IoU between the two, best of ``--repeats`` interleaved
+runs. samkit only: the official package has no streaming tracker.
 """
 
 from __future__ import annotations
@@ -37,9 +46,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from samkit.builder import build_model  # noqa: E402
+from samkit.builder import build_model, load_model  # noqa: E402
 from samkit.configs import get_config  # noqa: E402
 from samkit.video.predictor import VideoPredictor  # noqa: E402
+from samkit.video.streaming import StreamingTracker  # noqa: E402
 from samkit.data.synthetic.clips import make_clip  # noqa: E402
 from samkit.video.synthetic import SyntheticVideo  # noqa: E402
 from samkit.video.writers import write_clip_jpegs  # noqa: E402
@@ -185,15 +195,85 @@ def bench_speed(frames: int, repeats: int, bf16: bool = True) -> tuple[str, list
     return what, rows
 
 
+# ---------------------------------------------------------------------- part 3: streaming
+
+def stream_frames(frames: int) -> tuple[str, list[np.ndarray], list[list[float]]]:
+    """(what, H x W x 3 uint8 frames, one click on the object) for part 3."""
+    if SHARED.is_dir() and len(list(SHARED.glob("*.jpg"))) >= frames:
+        from PIL import Image
+
+        clip = [np.array(Image.open(SHARED / f"{i:05d}.jpg").convert("RGB")) for i in range(frames)]
+        return f"bedroom frames 0-{frames - 1} (960x540)", clip, [[420.0, 300.0]]
+    clip = make_clip(frames, 540, 960, 1, seed=0)
+    return f"generated clip, {frames} frames (960x540)", list(clip.frames), _center(clip.labels()[0] == 1)
+
+
+def run_predictor(predictor: VideoPredictor, frames: list[np.ndarray],
+                  point: list[list[float]]) -> tuple[dict, list[np.ndarray]]:
+    t0 = time.perf_counter()
+    state = predictor.init_state(frames)
+    t1 = time.perf_counter()
+    predictor.add_new_points_or_box(state, 0, 1, points=point, labels=[1])
+    t2 = time.perf_counter()
+    masks = [(m[0, 0] > 0).numpy() for _, _, m in predictor.propagate_in_video(state)]
+    t3 = time.perf_counter()
+    return dict(open=t1 - t0, track=t3 - t2, total=t3 - t0, frames=len(masks)), masks
+
+
+def run_streaming(tracker: StreamingTracker, frames: list[np.ndarray],
+                  point: list[list[float]]) -> tuple[dict, list[np.ndarray]]:
+    tracker.reset()
+    t0 = time.perf_counter()
+    _, first = tracker.add_new_points_or_box(frames[0], 1, points=point, labels=[1])
+    t1 = time.perf_counter()
+    masks, latency = [first[0]], []
+    for frame in frames[1:]:
+        s = time.perf_counter()
+        masks.append(tracker.track(frame)[1][0])
+        latency.append(time.perf_counter() - s)
+    t2 = time.perf_counter()
+    return dict(track=t2 - t1, total=t2 - t0, frames=len(masks), latency=latency), masks
+
+
+def bench_stream(model_name: str | None, frames: int, repeats: int) -> tuple[str, str, list[dict]]:
+    model, description = load_model(model_name)
+    what, clip, point = stream_frames(frames)
+    predictor = VideoPredictor(model, progress=False)
+    tracker = StreamingTracker(model)
+    best: dict[str, dict] = {}
+    masks: dict[str, list[np.ndarray]] = {}
+    for r in range(repeats):
+        for name, run in (("samkit VideoPredictor.propagate_in_video", lambda: run_predictor(predictor, clip, point)),
+                          ("samkit StreamingTracker.track", lambda: run_streaming(tracker, clip, point))):
+            times, m = run()
+            print(f"  run {r + 1}: {name}: track {times['track']:.2f} s, total {times['total']:.2f} s", flush=True)
+            masks.setdefault(name, m)
+            if name not in best or times["total"] < best[name]["total"]:
+                best[name] = times
+    reference = masks["samkit VideoPredictor.propagate_in_video"]
+    rows = []
+    for name, t in best.items():
+        # tracking fps: the frames after the prompted one, over the time from the click to the last mask
+        # (propagate_in_video also yields the prompted frame; track() is called for the frames after it)
+        tracked = t["frames"] - 1
+        lat = sorted(t.get("latency", []))
+        rows.append(dict(name=name, track_fps=tracked / t["track"], total_fps=t["frames"] / t["total"],
+                         p50=1000 * lat[len(lat) // 2] if lat else None, worst=1000 * lat[-1] if lat else None,
+                         iou=iou([torch.from_numpy(x) for x in masks[name]], [torch.from_numpy(x) for x in reference])))
+    return what, description, rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("memory", "speed", "all"), default="all")
+    ap.add_argument("--part", choices=("memory", "speed", "stream", "all"), default="all")
     ap.add_argument("--frames", type=int, default=2000, help="length of the long clip (part 1)")
     ap.add_argument("--size", type=int, default=256, help="model input size for part 1")
     ap.add_argument("--short-frames", type=int, default=8, help="length of the short clip (part 2)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved runs per predictor (part 2); best kept")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-bf16", action="store_true", help="part 2: compare the float32 runs only")
+    ap.add_argument("--stream-frames", type=int, default=30, help="length of the clip of part 3")
+    ap.add_argument("--stream-model", default=None, help="part 3: model name (default: the shipped default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -225,6 +305,18 @@ def main() -> None:
         for r in rows:
             table.append(f"| {r['name']} | {r['prop_fps']:.3f} | {r['total_fps']:.3f} | {r['prop_ratio']:.2f}x | "
                          f"{r['total_ratio']:.2f}x | {r['iou']:.4f} |")
+        print("\n".join(table))
+    if args.part in ("stream", "all"):
+        print("\n## Stream: StreamingTracker (frames pushed one at a time) vs propagate_in_video, same frames")
+        what, description, rows = bench_stream(args.stream_model, args.stream_frames, args.repeats)
+        table = [f"\nmodel: {description}\nclip: {what}, in memory; one object, one click; best of {args.repeats} "
+                 "interleaved runs (samkit only: the official package has no streaming tracker)\n",
+                 "| tracker | tracking fps | end-to-end fps | per-frame latency p50 / max (ms) | min mask IoU vs "
+                 "propagate_in_video |",
+                 "|---|---:|---:|---:|---:|"]
+        for r in rows:
+            latency = "-" if r["p50"] is None else f"{r['p50']:.0f} / {r['worst']:.0f}"
+            table.append(f"| {r['name']} | {r['track_fps']:.2f} | {r['total_fps']:.2f} | {latency} | {r['iou']:.4f} |")
         print("\n".join(table))
 
 

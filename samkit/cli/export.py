@@ -1,8 +1,9 @@
 """``samkit export``: a folder of SA-1B JSON (``samkit annotate`` or ``samkit studio`` output) as a
-COCO instances file, label PNGs, and the figures of the annotation work (see
-:mod:`samkit.engine.exports`).
+COCO instances file, label PNGs, and the figures of the annotation work, and the studio's videos in
+it (``<rel>/video.json``) as a YouTube-VIS file and per-object mask PNGs
+(see :mod:`samkit.engine.exports`).
 
-    samkit export ANNOTATIONS_DIR [--coco FILE.json] [--png DIR] [--stats]
+    samkit export ANNOTATIONS_DIR [--coco FILE.json] [--coco-video FILE.json] [--png DIR] [--stats]
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from samkit.cli.outputs import check_out_dir
-from samkit.engine.exports import annotation_stats, read_annotations, to_coco, write_label_pngs
+from samkit.engine.exports import (
+    annotation_stats,
+    read_annotations,
+    read_video_annotations,
+    to_coco,
+    write_label_pngs,
+    write_video_mask_pngs,
+)
 from samkit.errors import ConfigError, DatasetError, OutputPathError
 from samkit.fileio import write_json
 
@@ -35,33 +43,54 @@ def stats_table(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_coco_path(path: str) -> Path:
+def _check_coco_path(path: str, option: str = "--coco") -> Path:
     """``--coco FILE``: not a folder, in a folder this process can write (which may not exist yet)."""
     out = Path(path)
     if out.is_dir():
-        raise OutputPathError(f"--coco '{out}' is a folder; give the path of the JSON file to write")
-    check_out_dir(out.parent, "--coco")
+        raise OutputPathError(f"{option} '{out}' is a folder; give the path of the JSON file to write")
+    check_out_dir(out.parent, option)
     return out
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Read the folder once, then write each export asked for."""
-    if not (args.coco or args.png or args.stats):
-        raise ConfigError("samkit export needs at least one of --coco FILE.json, --png DIR, --stats")
+    if not (args.coco or args.coco_video or args.png or args.stats):
+        raise ConfigError("samkit export needs at least one of --coco FILE.json, --coco-video FILE.json, --png DIR, "
+                          "--stats")
     coco = _check_coco_path(args.coco) if args.coco else None
+    coco_video = _check_coco_path(args.coco_video, "--coco-video") if args.coco_video else None
     png = check_out_dir(args.png, "--png") if args.png else None  # before reading, not after
     records = read_annotations(args.annotations_dir)
-    if not records:
-        raise DatasetError(f"no SA-1B JSON found below '{args.annotations_dir}'; give the folder that samkit annotate "
-                           "--out or samkit studio --out wrote")
+    videos = read_video_annotations(args.annotations_dir)
+    if not records and not videos:
+        raise DatasetError(f"no SA-1B JSON found below '{args.annotations_dir}' (and no video.json); give the folder "
+                           "that samkit annotate --out or samkit studio --out wrote")
     if coco is not None:
-        data = to_coco(records)
+        if not records:
+            raise DatasetError(f"no SA-1B image JSON below '{args.annotations_dir}' for --coco; its videos go to "
+                               "--coco-video FILE.json")
+        data = to_coco(records, ())
         write_json(coco, data)
         print(f"wrote {coco}: {len(data['images'])} images, {len(data['annotations'])} annotations, "
               f"{len(data['categories'])} categories")
+    if coco_video is not None:
+        if not videos:
+            raise DatasetError(f"no studio video (<video>/video.json) below '{args.annotations_dir}' for --coco-video")
+        data = to_coco([], videos)
+        write_json(coco_video, data)
+        print(f"wrote {coco_video}: {len(data['videos'])} videos, {len(data['annotations'])} object tracks, "
+              f"{len(data['categories'])} categories (YouTube-VIS layout)")
+    elif videos and coco is not None:
+        print(f"  ({len(videos)} videos left out of {coco}: write them with --coco-video FILE.json)")
     if png is not None:
-        written = write_label_pngs(records, png)
-        print(f"wrote {len(written)} label PNGs to {png} (0 background, 1 + annotation index; largest drawn first)")
+        if records:
+            written = write_label_pngs(records, png)
+            print(f"wrote {len(written)} label PNGs to {png} (0 background, 1 + annotation index; largest drawn "
+                  "first)")
+        if videos:
+            masks = write_video_mask_pngs(videos, png)
+            print(f"wrote {len(masks)} mask PNGs of {len(videos)} videos to {png} (<video>/<object id>/<frame>.png, "
+                  "255 on the object, for the frames where it has a mask)")
     if args.stats:
         print(stats_table(annotation_stats(record for _, record in records)))
     return 0
@@ -69,19 +98,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``export``."""
-    p = sub.add_parser("export", help="a folder of SA-1B JSON -> COCO JSON, label PNGs, annotation figures",
+    p = sub.add_parser("export", help="a folder of SA-1B JSON (and studio videos) -> COCO JSON, label PNGs, "
+                                       "annotation figures",
                        description="Exports the SA-1B JSON below ANNOTATIONS_DIR (what samkit annotate or samkit "
                                    "studio wrote; other JSON such as summary.json, and hidden folders such as "
-                                   ".studio/, are skipped). Give at least one of --coco, --png, --stats.")
+                                   ".studio/, are skipped) and the studio's videos there (every <rel>/video.json). "
+                                   "Give at least one of --coco, --png, --stats.")
     p.add_argument("annotations_dir", metavar="ANNOTATIONS_DIR", help="the folder of SA-1B JSON (searched "
                                                                       "recursively)")
     p.add_argument("--coco", metavar="FILE.json",
-                   help="write one COCO instances file: compressed RLE masks, categories from the annotations' "
-                        "category names ('object' for none), score = predicted IoU, source manual/auto")
+                   help="write the images as one COCO instances file (loads with pycocotools): compressed RLE masks, "
+                        "categories from the annotations' category names ('object' for none), score = predicted "
+                        "IoU, source manual/auto")
+    p.add_argument("--coco-video", metavar="FILE.json",
+                   help="write the studio's videos as one COCO-video file (the YouTube-VIS layout): 'videos', and "
+                        "one annotation per object with video_id and per-frame 'segmentations', 'areas', 'bboxes' "
+                        "(null where it has no mask)")
     p.add_argument("--png", metavar="DIR",
                    help="write one label PNG per image to DIR (the JSON's relative path, .png): 0 background, "
                         "1 + the annotation's index in its JSON; 8-bit up to 255 annotations, else 16-bit; where "
-                        "masks overlap the smaller wins (largest drawn first)")
+                        "masks overlap the smaller wins (largest drawn first); a video gets DIR/<its folder>/<object "
+                        "id>/00000.png ... (0/255) for the frames where the object has a mask")
     p.add_argument("--stats", action="store_true",
-                   help="print images, masks, prompts per mask and seconds per mask, per source (manual, auto)")
+                   help="print images, masks, prompts per mask and seconds per mask, per source (manual, auto); "
+                        "images only")
     p.set_defaults(func=cmd_export)

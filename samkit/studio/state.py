@@ -171,9 +171,8 @@ class StudioState:
             if found is not None:
                 self._videos[video_id] = found
                 return found
-        rel = self.catalog.rels[video_id]
-        out = self.config.out_dir / (rel if (self.catalog.root / rel).is_dir() else rel.with_suffix(""))
-        opened = VideoAnnotation(self.model, self.catalog.path(video_id), self.catalog.name(video_id), out)
+        opened = VideoAnnotation(self.model, self.catalog.path(video_id), self.catalog.name(video_id),
+                                 self.store.video_dir(video_id))
         with self._lock:
             found = self._videos.setdefault(video_id, opened)
             idle = [k for k, v in self._videos.items() if v.job.state != "running" and k != video_id]

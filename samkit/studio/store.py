@@ -94,6 +94,18 @@ class AnnotationStore:
     def json_path(self, image_id: int) -> Path:
         return self._writer.json_path(self.catalog.rels[image_id])
 
+    def video_dir(self, image_id: int) -> Path:
+        """``OUT/<video without suffix>`` (a folder of frames: ``OUT/<folder>``): a video's labels and JSON."""
+        rel = self.catalog.rels[image_id]
+        return self.out_dir / (rel if (self.catalog.root / rel).is_dir() else rel.with_suffix(""))
+
+    def _video_summary(self, image_id: int) -> tuple[str, int]:
+        try:
+            saved = json.loads((self.video_dir(image_id) / "video.json").read_text())
+            return ("partial" if saved.get("masklet_frames") else "untouched"), len(saved.get("objects") or [])
+        except (OSError, ValueError, AttributeError):
+            return "untouched", 0
+
     # ------------------------------------------------------------------ reading
     def read(self, image_id: int) -> Optional[dict[str, Any]]:
         """The image's record, or None when it has none yet.
@@ -117,7 +129,10 @@ class AnnotationStore:
         return record
 
     def summary(self, image_id: int) -> tuple[str, int]:
-        """``(status, number of annotations)``; an unreadable file counts as ``untouched``."""
+        """``(status, number of annotations)`` (a video: of objects); an unreadable file counts as
+        ``untouched``."""
+        if self.catalog.kind(image_id) == "video":
+            return self._video_summary(image_id)  # read each time: tracking changes it
         cached = self._summary.get(image_id)
         if cached is None:
             try:

@@ -176,6 +176,8 @@ class VideoAnnotation:
             if obj in self.predictor_objects():
                 self.predictor.clear_all_prompts_in_frame(self.session, t, obj, need_output=False)
             self.masks.get(t, {}).pop(obj, None)
+            if not self.masks.get(t):
+                self.masks.pop(t, None)
             self._write_labels(t)
             self._save_json()
             return self.frame_masks(t)

@@ -23,12 +23,17 @@ from samkit.video.writers import OverlayVideoWriter, masks_to_labels, read_masks
 __all__ = [
     "PointSpec",
     "BoxSpec",
+    "MAX_OBJ_ID",
+    "group_prompts",
     "TrackResult",
     "track_video",
 ]
 
 
 # ---------------------------------------------------------------------- prompts
+
+MAX_OBJ_ID = 65535  # the largest object id a (16-bit) label PNG holds
+
 
 @dataclass(frozen=True)
 class PointSpec:
@@ -42,16 +47,20 @@ class PointSpec:
     obj_id: int = 1
 
     @classmethod
-    def parse(cls, spec: str) -> "PointSpec":
-        """``"FRAME,X,Y[,LABEL[,OBJ]]"`` -> PointSpec."""
-        parts = _split(spec, "--point", "FRAME,X,Y[,LABEL[,OBJ]]", 3, 5)
-        frame = _as_int(parts[0], "frame", spec)
-        x, y = _as_float(parts[1], "x", spec), _as_float(parts[2], "y", spec)
-        label = _as_int(parts[3], "label", spec) if len(parts) > 3 else 1
+    def parse(cls, spec: str, frame: int | None = None) -> "PointSpec":
+        """``"FRAME,X,Y[,LABEL[,OBJ]]"`` -> PointSpec; with ``frame`` given, ``spec`` is
+        ``"X,Y[,LABEL[,OBJ]]"`` on that frame (a stream's prompts are all on its first frame)."""
+        if frame is None:
+            parts = _split(spec, "--point", "FRAME,X,Y[,LABEL[,OBJ]]", 3, 5)
+            frame, parts = _as_int(parts[0], "frame", spec), parts[1:]
+        else:
+            parts = _split(spec, "--point", "X,Y[,LABEL[,OBJ]]", 2, 4)
+        x, y = _as_float(parts[0], "x", spec), _as_float(parts[1], "y", spec)
+        label = _as_int(parts[2], "label", spec) if len(parts) > 2 else 1
         if label not in (0, 1):
             raise PromptError(f"--point {spec!r}: label must be 1 (object) or 0 (background), got {label}")
-        obj = _as_int(parts[4], "object id", spec) if len(parts) > 4 else 1
-        return cls(frame, x, y, label, obj)
+        obj = _as_int(parts[3], "object id", spec) if len(parts) > 3 else 1
+        return cls(int(frame), x, y, label, obj)
 
 
 @dataclass(frozen=True)
@@ -66,15 +75,19 @@ class BoxSpec:
     obj_id: int = 1
 
     @classmethod
-    def parse(cls, spec: str) -> "BoxSpec":
-        """``"FRAME,X0,Y0,X1,Y1[,OBJ]"`` -> BoxSpec."""
-        parts = _split(spec, "--box", "FRAME,X0,Y0,X1,Y1[,OBJ]", 5, 6)
-        frame = _as_int(parts[0], "frame", spec)
-        x0, y0, x1, y1 = (_as_float(p, n, spec) for p, n in zip(parts[1:5], ("x0", "y0", "x1", "y1")))
+    def parse(cls, spec: str, frame: int | None = None) -> "BoxSpec":
+        """``"FRAME,X0,Y0,X1,Y1[,OBJ]"`` -> BoxSpec; with ``frame`` given, ``spec`` is
+        ``"X0,Y0,X1,Y1[,OBJ]"`` on that frame."""
+        if frame is None:
+            parts = _split(spec, "--box", "FRAME,X0,Y0,X1,Y1[,OBJ]", 5, 6)
+            frame, parts = _as_int(parts[0], "frame", spec), parts[1:]
+        else:
+            parts = _split(spec, "--box", "X0,Y0,X1,Y1[,OBJ]", 4, 5)
+        x0, y0, x1, y1 = (_as_float(p, n, spec) for p, n in zip(parts[:4], ("x0", "y0", "x1", "y1")))
         if x1 < x0 or y1 < y0:
             raise PromptError(f"--box {spec!r}: need x0 <= x1 and y0 <= y1")
-        obj = _as_int(parts[5], "object id", spec) if len(parts) > 5 else 1
-        return cls(frame, x0, y0, x1, y1, obj)
+        obj = _as_int(parts[4], "object id", spec) if len(parts) > 4 else 1
+        return cls(int(frame), x0, y0, x1, y1, obj)
 
 
 def _split(spec: str, flag: str, form: str, lo: int, hi: int) -> list[str]:
@@ -99,6 +112,36 @@ def _as_float(text: str, what: str, spec: str) -> float:
     if not np.isfinite(value):
         raise PromptError(f"{spec!r}: {what} must be finite, got {text!r}")
     return value
+
+
+def group_prompts(prompts: Sequence[PointSpec | BoxSpec],
+                  num_frames: int | None = None) -> dict[tuple[int, int], dict[str, Any]]:
+    """Prompts grouped by ``(frame, obj_id)``: ``{"points": [[x, y], ...], "labels": [...],
+    "box": [x0, y0, x1, y1] | None}``, so each object's prompts on a frame go in together.
+
+    Raises:
+        PromptError: not a PointSpec / BoxSpec, a frame outside ``0 .. num_frames - 1``, an object
+            id that a label PNG cannot hold (1..65535), two boxes for one object on one frame.
+    """
+    groups: dict[tuple[int, int], dict[str, Any]] = {}
+    for p in prompts:
+        if not isinstance(p, (PointSpec, BoxSpec)):
+            raise PromptError(f"prompts must be PointSpec or BoxSpec, got {type(p).__name__}")
+        if num_frames is not None and not 0 <= p.frame < num_frames:
+            raise PromptError(f"a prompt is on frame {p.frame}, but the video has frames 0..{num_frames - 1}")
+        if not 1 <= p.obj_id <= MAX_OBJ_ID:
+            raise PromptError(f"object id {p.obj_id}: ids are 1..{MAX_OBJ_ID} (the pixel values of the label PNGs; "
+                              "0 is the background)")
+        g = groups.setdefault((p.frame, p.obj_id), {"points": [], "labels": [], "box": None})
+        if isinstance(p, PointSpec):
+            g["points"].append([p.x, p.y])
+            g["labels"].append(p.label)
+        elif g["box"] is not None:
+            raise PromptError(f"two boxes for object {p.obj_id} on frame {p.frame}; give one box per object "
+                              "and frame")
+        else:
+            g["box"] = [p.x0, p.y0, p.x1, p.y1]
+    return groups
 
 
 # ---------------------------------------------------------------------- the whole run
@@ -141,7 +184,8 @@ def track_video(model: SAM2Model, video: VideoLike, prompts: Sequence[PointSpec 
         A :class:`TrackResult`.
 
     Raises:
-        PromptError: no prompts, a prompt outside the video, two boxes for one object on one frame.
+        PromptError: no prompts, a prompt outside the video, an object id outside 1..65535, two boxes
+            for one object on one frame.
         VideoError: the video cannot be read; OpenCV missing for the overlay.
     """
     t0 = time.perf_counter()
@@ -155,21 +199,7 @@ def track_video(model: SAM2Model, video: VideoLike, prompts: Sequence[PointSpec 
     source: FrameSource = state.video
     n, h, w = state.num_frames, state.video_height, state.video_width
 
-    groups: dict[tuple[int, int], dict[str, Any]] = {}
-    for p in prompts:
-        if not isinstance(p, (PointSpec, BoxSpec)):
-            raise PromptError(f"prompts must be PointSpec or BoxSpec, got {type(p).__name__}")
-        if not 0 <= p.frame < n:
-            raise PromptError(f"a prompt is on frame {p.frame}, but the video has frames 0..{n - 1}")
-        g = groups.setdefault((p.frame, p.obj_id), {"points": [], "labels": [], "box": None})
-        if isinstance(p, PointSpec):
-            g["points"].append([p.x, p.y])
-            g["labels"].append(p.label)
-        elif g["box"] is not None:
-            raise PromptError(f"two boxes for object {p.obj_id} on frame {p.frame}; give one box per object "
-                              "and frame")
-        else:
-            g["box"] = [p.x0, p.y0, p.x1, p.y1]
+    groups = group_prompts(prompts, n)
     for (frame, obj), g in sorted(groups.items()):
         predictor.add_new_points_or_box(state, frame, obj, points=g["points"] or None,
                                         labels=g["labels"] or None, box=g["box"])

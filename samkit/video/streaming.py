@@ -138,19 +138,21 @@ class StreamingTracker:
             return self.frame_idx
         return self._push(frame)
 
-    def _masks(self, logits: torch.Tensor) -> tuple[list[Hashable], np.ndarray]:
-        return self.obj_ids, (logits[:, 0] > 0).cpu().numpy()
+    def _masks(self, logits: torch.Tensor, return_logits: bool = False) -> tuple[list[Hashable], np.ndarray]:
+        out = logits[:, 0] if return_logits else logits[:, 0] > 0
+        return self.obj_ids, out.float().cpu().numpy() if return_logits else out.cpu().numpy()
 
     # ------------------------------------------------------------------ prompts
     def add_new_points_or_box(self, frame: Any, obj_id: Hashable, points: Any = None, labels: Any = None,
-                              box: Any = None, clear_old_points: bool = True) -> tuple[list[Hashable], np.ndarray]:
+                              box: Any = None, clear_old_points: bool = True,
+                              return_logits: bool = False) -> tuple[list[Hashable], np.ndarray]:
         """Clicks and/or a box (frame pixels) for one object on ``frame`` (the current frame, or
         a new one that becomes the next frame). Returns ``(obj_ids, masks num_objects x H x W)``
-        on that frame."""
+        on that frame (float32 logits with ``return_logits``)."""
         index = self._current(frame)
         _, _, logits = self.predictor.add_new_points_or_box(self._state, index, obj_id, points=points,
                                                             labels=labels, box=box, clear_old_points=clear_old_points)
-        return self._masks(logits)
+        return self._masks(logits, return_logits)
 
     def add_new_mask(self, frame: Any, obj_id: Hashable, mask: Any) -> tuple[list[Hashable], np.ndarray]:
         """One object's ``H x W`` mask on ``frame`` (as :meth:`add_new_points_or_box`)."""
@@ -165,25 +167,26 @@ class StreamingTracker:
 
     # ------------------------------------------------------------------ tracking
     @torch.inference_mode()
-    def track(self, frame: Any) -> tuple[list[Hashable], np.ndarray]:
+    def track(self, frame: Any, return_logits: bool = False) -> tuple[list[Hashable], np.ndarray]:
         """Append ``frame`` (``H x W x 3`` RGB) and track every object on it.
 
         Returns ``(obj_ids, masks)``, ``masks`` ``num_objects x H x W`` bool at the frame's size
-        (``0 x H x W`` while no object has a prompt).
+        (``0 x H x W`` while no object has a prompt); with ``return_logits``, float32 logits (where
+        objects overlap, the higher logit is the likelier owner).
         """
         predictor = self.predictor
         previous = self.frame_idx
         index = self._push(frame)
         state = self._state
         if not state.objects:
-            return [], np.zeros((0, *self._last.shape[:2]), dtype=bool)
+            return [], np.zeros((0, *self._last.shape[:2]), dtype=np.float32 if return_logits else bool)
         predictor.propagate_in_video_preflight(state)
         with predictor._compute():
             if previous >= 0 and any(previous not in t.tracked for t in state.tracks()):
                 predictor._propagate_frame(state, previous, reverse=False)  # the prompted frame, as propagation starts
             lows = predictor._propagate_frame(state, index, reverse=False)
         self._forget_before(index - self._history)
-        return self._masks(predictor._to_video(state, torch.cat(lows, dim=0)))
+        return self._masks(predictor._to_video(state, torch.cat(lows, dim=0)), return_logits)
 
     def _forget_before(self, frame: int) -> None:
         """Drop the results of frames before ``frame`` that no later frame can use."""

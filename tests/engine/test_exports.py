@@ -227,7 +227,7 @@ def test_cli_export_each_option(annotated, tmp_path, capsys):
 def test_cli_export_errors(annotated, tmp_path, capsys):
     out, _ = annotated
     assert main(["export", str(out)]) == 2
-    assert "needs at least one of --coco FILE.json, --png DIR, --stats" in capsys.readouterr().err
+    assert "needs at least one of --coco FILE.json, --coco-video FILE.json, --png DIR, --stats" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nowhere"), "--stats"]) == 2
     assert "does not exist" in capsys.readouterr().err
     empty = tmp_path / "empty"

@@ -54,6 +54,25 @@ def write_scenes(folder: Path, count: int = 3, size: int = 256, seed: int = 5) -
     return scenes
 
 
+def depth_map(mask: np.ndarray) -> np.ndarray:
+    """How many 4-neighbour erosions each pixel of ``mask`` survives (0 outside)."""
+    depth = np.zeros(mask.shape, dtype=np.int32)
+    cur = mask.copy()
+    while cur.any():
+        depth += cur
+        p = np.pad(cur, 1)
+        cur = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return depth
+
+
+def interior_point(mask: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the deepest pixel of ``mask`` (the one nearest the centroid of the deepest)."""
+    depth = depth_map(mask)
+    ys, xs = np.nonzero(depth == depth.max())
+    k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return int(xs[k]), int(ys[k])
+
+
 def mask_of(rle: dict) -> np.ndarray:
     """The page's uncompressed column-major RLE -> H x W bool."""
     return rle_to_mask(rle)

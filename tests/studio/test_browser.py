@@ -38,7 +38,7 @@ if CHROMIUM is None:
 from samkit.data.synthetic.scenes import SyntheticSceneDataset  # noqa: E402
 from samkit.masks.rle import decode_rle_counts  # noqa: E402
 from samkit.studio import StudioConfig, create_app  # noqa: E402
-from tests.studio.helpers import default_model, running_server  # noqa: E402
+from tests.studio.helpers import default_model, depth_map, interior_point, iou, running_server  # noqa: E402
 
 # the module takes about 25 s on a 2-core CPU (most of it Chromium)
 pytestmark = pytest.mark.slow
@@ -60,29 +60,6 @@ BOX_IOU = 0.80
 
 
 # ------------------------------------------------------------------------------- fixtures
-def depth_map(mask: np.ndarray) -> np.ndarray:
-    """How many 4-neighbour erosions each pixel of ``mask`` survives (0 outside)."""
-    depth = np.zeros(mask.shape, dtype=np.int32)
-    cur = mask.copy()
-    while cur.any():
-        depth += cur
-        p = np.pad(cur, 1)
-        cur = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return depth
-
-
-def interior_point(mask: np.ndarray) -> tuple[int, int]:
-    """(x, y) of the deepest pixel of ``mask`` (the one nearest the centroid of the deepest)."""
-    depth = depth_map(mask)
-    ys, xs = np.nonzero(depth == depth.max())
-    k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
-    return int(xs[k]), int(ys[k])
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
-
-
 class Scenes:
     """The generated images on disk and the true masks of the objects the tests click."""
 

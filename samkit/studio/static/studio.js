@@ -1,11 +1,16 @@
 // samkit studio: the page. Everything goes through the JSON API of docs/studio/API.md.
 //
-// One image is open at a time (its id in location.hash). The server owns all state: the object
-// in progress (per client and image), the accepted annotations, the proposals; the page keeps a
-// copy of what the last responses said and redraws from it. Requests that change state run one
-// after another (a queue), so fast clicks reach the server in the order they were made.
+// One entry of the list is open at a time (its id in location.hash: "#<id>" for an image,
+// "#<id>/f<frame>" for a video). This file is the shell (the list, the top bar, messages, the
+// request queue, keys) and the image view; a video opens the video view of video.js instead. The
+// server owns all state: the object in progress (per client and image), the accepted annotations,
+// the proposals; the page keeps a copy of what the last responses said and redraws from it.
+// Requests that change state run one after another (a queue), so fast clicks reach the server in
+// the order they were made.
 
+import { drawBox, drawPrompt } from "./draw.js";
 import { blend, hexRgb, rasterize } from "./masks.js";
+import { closeVideo, initVideo, invalidateVideo, openVideo, seekVideo, videoFrame, videoKey, videoReady } from "./video.js";
 
 // ---------------------------------------------------------------------------------- constants
 
@@ -19,8 +24,6 @@ const CURRENT_RGB = hexRgb("#1ad1ff"); // the object in progress
 const PROPOSAL_RGB = hexRgb("#ffffff"); // pending proposals
 const FOCUS_RGB = hexRgb("#ffb000"); // the focused proposal
 const WHITE = [255, 255, 255];
-const POSITIVE = "#22c55e";
-const NEGATIVE = "#ef4444";
 const DRAG_PX = 5; // a mouse move longer than this (CSS px) is a box, not a click
 const POLL_MS = 500; // proposals polling period
 const CLIENT_KEY = "samkit-studio-client";
@@ -129,8 +132,9 @@ async function api(method, path, body) {
 // ---------------------------------------------------------------------------------- state
 
 const S = {
+  mode: "image", // the view on screen: "image" or "video" (document.body's data-view)
   info: null,
-  images: [], // [{id, name, status, annotations}] in the server's order
+  images: [], // [{id, name, kind, status, annotations}] in the server's order
   byId: new Map(), // id -> entry of images
   wantedId: null, // the image the hash asks for
   imageId: null, // the image on screen (or loading)
@@ -370,64 +374,41 @@ function render() {
   }
 }
 
-function drawPrompt(ctx, p, sx, sy, dpr, alpha) {
-  ctx.save();
-  ctx.globalAlpha = alpha;
-  if (p.type === "point") {
-    const x = p.x * sx;
-    const y = p.y * sy;
-    const r = 5.5 * dpr;
-    ctx.beginPath();
-    ctx.arc(x, y, r + 1.5 * dpr, 0, 2 * Math.PI);
-    ctx.fillStyle = "rgba(0,0,0,0.55)";
-    ctx.fill();
-    ctx.beginPath();
-    ctx.arc(x, y, r, 0, 2 * Math.PI);
-    ctx.fillStyle = p.label === 1 ? POSITIVE : NEGATIVE;
-    ctx.fill();
-    ctx.lineWidth = 1.5 * dpr;
-    ctx.strokeStyle = "#ffffff";
-    ctx.stroke();
-    // a bar (negative) or a cross (positive) inside, readable on any colour
-    ctx.beginPath();
-    const k = r * 0.5;
-    ctx.moveTo(x - k, y);
-    ctx.lineTo(x + k, y);
-    if (p.label === 1) {
-      ctx.moveTo(x, y - k);
-      ctx.lineTo(x, y + k);
-    }
-    ctx.stroke();
-  } else if (p.type === "box") {
-    const [x0, y0, x1, y1] = p.box;
-    drawBox(ctx, x0 * sx, y0 * sy, x1 * sx, y1 * sy, dpr, false);
-  }
-  ctx.restore();
-}
-
-function drawBox(ctx, x0, y0, x1, y1, dpr, dashed) {
-  ctx.save();
-  ctx.lineWidth = 3 * dpr;
-  ctx.strokeStyle = "rgba(0,0,0,0.5)";
-  ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
-  ctx.lineWidth = 1.5 * dpr;
-  ctx.strokeStyle = dashed ? "#ffffff" : POSITIVE;
-  if (dashed) ctx.setLineDash([6 * dpr, 4 * dpr]);
-  ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
-  ctx.restore();
-}
-
 // ---------------------------------------------------------------------------------- panels
 
 function statusText(s) {
   return { done: "done", partial: "partly done", untouched: "untouched", error: "unreadable" }[s] || s;
 }
 
+const isVideo = (id) => {
+  const im = S.byId.get(id);
+  return !!im && im.kind === "video";
+};
+
+function entryTitle(im) {
+  return `${im.name} — ${im.kind === "video" ? "video, " : ""}${statusText(im.status)}`;
+}
+
+/** A small film strip (videos in the list). */
+function filmIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("class", "kind");
+  svg.setAttribute("aria-label", "video");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("fill-rule", "evenodd");
+  path.setAttribute("d", "M2 2h12v12H2zM3 3.5v1.5h1.5V3.5zm0 3.5v2h1.5V7zm0 3.5v2h1.5v-2zM11.5 3.5v1.5H13V3.5zm0 3.5v2H13V7zm0 3.5v2H13v-2zM5.5 3.5v9h5v-9z");
+  svg.append(path);
+  return svg;
+}
+
 function renderImages() {
   el.images.replaceChildren(
     ...S.images.map((im) =>
-      h("li", { "data-id": im.id, "data-status": im.status, title: `${im.name} — ${statusText(im.status)}` },
+      h("li", { "data-id": im.id, "data-status": im.status, "data-kind": im.kind || "image", title: entryTitle(im) },
         h("span", { class: "dot", "aria-hidden": "true" }),
+        im.kind === "video" ? filmIcon() : null,
         h("span", { class: "name", text: im.name }),
         h("span", { class: "count", text: im.annotations ? String(im.annotations) : "" }))),
   );
@@ -440,7 +421,7 @@ function updateImageRow(id) {
   const li = el.images.querySelector(`li[data-id="${id}"]`);
   if (!im || !li) return;
   li.dataset.status = im.status;
-  li.title = `${im.name} — ${statusText(im.status)}`;
+  li.title = entryTitle(im);
   li.querySelector(".count").textContent = im.annotations ? String(im.annotations) : "";
   renderCounts();
 }
@@ -484,8 +465,11 @@ function renderTitle() {
   el.propose.disabled = !S.view;
   el.prev.disabled = idx <= 0;
   el.next.disabled = idx < 0 || idx >= S.images.length - 1;
+  const video = S.mode === "video";
+  el.prev.title = video ? "Previous in the list (P)" : "Previous image (P, ←)";
+  el.next.title = video ? "Next in the list (N)" : "Next image (N, →)";
   el.stage.dataset.imageId = S.imageId ?? "";
-  el.stage.dataset.loaded = S.view && S.bitmap ? "1" : "0";
+  el.stage.dataset.loaded = (video ? videoReady() : S.view && S.bitmap) ? "1" : "0";
   document.title = im ? `${im.name} — samkit studio` : "samkit studio";
 }
 
@@ -576,8 +560,8 @@ function renderProposals() {
 function renderStageNote() {
   let note = "";
   if (!S.images.length && S.info) note = "No images found in the images folder.";
-  else if (S.loadError) note = `This image cannot be opened: ${S.loadError}`;
-  else if (S.imageId !== null && !S.view) note = "Loading…";
+  else if (S.loadError) note = `This ${S.mode === "video" ? "video" : "image"} cannot be opened: ${S.loadError}`;
+  else if (S.imageId !== null && !(S.mode === "video" ? videoReady() : S.view)) note = "Loading…";
   el.stageNote.textContent = note;
   el.stageNote.hidden = !note;
   el.stageNote.dataset.kind = S.loadError ? "error" : "info";
@@ -653,23 +637,58 @@ function loadBitmap(id) {
   return p;
 }
 
-function requestOpen(id) {
+/** Open entry `id` (a video at `frame`; null: where it was left). */
+function requestOpen(id, frame = null) {
   S.wantedId = id;
-  act(() => openImage(id), "Opening image…");
+  if (isVideo(id)) act(() => openVideoEntry(id, frame), "Opening video…");
+  else act(() => openImage(id), "Opening image…");
 }
 
-async function openImage(id) {
-  if (id !== S.wantedId) return; // a later request replaced this one
+/** Leave the entry on screen for `id` in view `mode`: returns the new generation. */
+function switchTo(id, mode) {
   const gen = ++S.gen;
+  if (S.mode === "video") closeVideo();
+  S.mode = mode;
+  document.body.dataset.view = mode;
   Object.assign(S, {
     imageId: id, view: null, bitmap: null, loadError: null, annotations: [], current: null, pending: [],
     proposals: { state: "none", error: null, proposals: [] }, focusedPid: null, selectedAid: null, drag: null,
   });
   rasters.clear();
-  if (el.message.dataset.kind === "error") hideMessage(); // it was about the image left
+  if (el.message.dataset.kind === "error") hideMessage(); // it was about the entry left
   markOpenImage();
   fit();
   renderAll();
+  return gen;
+}
+
+function showLoadError(id, e) {
+  S.loadError = e.message || String(e);
+  const im = S.byId.get(id);
+  if (im) {
+    im.status = "error";
+    updateImageRow(id);
+  }
+  renderAll();
+  fit();
+  showError(e);
+}
+
+async function openVideoEntry(id, frame) {
+  if (id !== S.wantedId) return; // a later request replaced this one
+  const gen = switchTo(id, "video");
+  try {
+    await openVideo(id, frame);
+  } catch (e) {
+    if (gen === S.gen) showLoadError(id, e);
+    return;
+  }
+  if (gen === S.gen) renderAll();
+}
+
+async function openImage(id) {
+  if (id !== S.wantedId) return; // a later request replaced this one
+  const gen = switchTo(id, "image");
   const bitmapP = loadBitmap(id);
   bitmapP.catch(() => {}); // reported below, once
   let view;
@@ -678,16 +697,7 @@ async function openImage(id) {
     view = await api("GET", `/api/images/${id}`);
     bitmap = await bitmapP;
   } catch (e) {
-    if (gen !== S.gen) return;
-    S.loadError = e.message || String(e);
-    const im = S.byId.get(id);
-    if (im) {
-      im.status = "error";
-      updateImageRow(id);
-    }
-    renderAll();
-    fit();
-    showError(e);
+    if (gen === S.gen) showLoadError(id, e);
     return;
   }
   if (gen !== S.gen) return;
@@ -703,7 +713,9 @@ async function openImage(id) {
   pollProposals(gen, S.info && S.info.propose);
   // the next image is likely next: fetch its pixels now (the server embeds it ahead too)
   const idx = S.images.findIndex((x) => x.id === id);
-  if (idx >= 0 && idx + 1 < S.images.length) loadBitmap(S.images[idx + 1].id).catch(() => {});
+  if (idx >= 0 && idx + 1 < S.images.length && !isVideo(S.images[idx + 1].id)) {
+    loadBitmap(S.images[idx + 1].id).catch(() => {});
+  }
 }
 
 function navigate(delta) {
@@ -711,24 +723,29 @@ function navigate(delta) {
   const idx = S.images.findIndex((x) => x.id === (S.wantedId ?? S.imageId));
   const next = Math.min(S.images.length - 1, Math.max(0, (idx < 0 ? 0 : idx) + delta));
   if (next === idx) {
-    showMessage(delta > 0 ? "This is the last image." : "This is the first image.", "info");
+    showMessage(delta > 0 ? "This is the last one in the list." : "This is the first one in the list.", "info");
     return;
   }
   location.hash = `#${S.images[next].id}`; // hashchange opens it
 }
 
-function hashId() {
-  const m = /^#(\d+)$/.exec(location.hash);
-  return m ? Number(m[1]) : null;
+/** {id, frame} from "#<id>" or "#<id>/f<frame>"; null when the hash is neither. */
+function parseHash() {
+  const m = /^#(\d+)(?:\/f(\d+))?$/.exec(location.hash);
+  return m ? { id: Number(m[1]), frame: m[2] === undefined ? null : Number(m[2]) } : null;
 }
 
 function onHashChange() {
-  const id = hashId();
-  if (id === null || !S.byId.has(id)) {
-    if (S.imageId !== null) history.replaceState(null, "", `#${S.imageId}`);
+  const at = parseHash();
+  if (at === null || !S.byId.has(at.id)) {
+    if (S.imageId !== null) {
+      const frame = S.mode === "video" ? videoFrame() : null;
+      history.replaceState(null, "", frame === null ? `#${S.imageId}` : `#${S.imageId}/f${frame}`);
+    }
     return;
   }
-  if (id !== S.wantedId) requestOpen(id);
+  if (at.id !== S.wantedId) requestOpen(at.id, at.frame);
+  else if (S.mode === "video" && at.frame !== null && at.frame !== videoFrame()) seekVideo(at.frame);
 }
 
 // ---------------------------------------------------------------------------------- prompts
@@ -1121,6 +1138,15 @@ function onKey(e) {
     return;
   }
   if (t && t.type === "range" && key.startsWith("Arrow")) return; // the slider's own keys
+  if (S.mode === "video") {
+    // the video view's keys, then the list's
+    if (videoKey(e, key)) e.preventDefault();
+    else if (key === "n" || key === "p") {
+      e.preventDefault();
+      navigate(key === "n" ? 1 : -1);
+    }
+    return;
+  }
   const once = !e.repeat;
   let handled = true;
   switch (key) {
@@ -1179,7 +1205,8 @@ function bind() {
   el.propose.addEventListener("click", propose);
   el.opacity.addEventListener("input", () => {
     S.opacity = Number(el.opacity.value) / 100;
-    invalidate();
+    if (S.mode === "video") invalidateVideo();
+    else invalidate();
   });
   el.opacity.addEventListener("change", () => el.opacity.blur());
   el.candidates.addEventListener("mousedown", (e) => e.preventDefault());
@@ -1222,6 +1249,10 @@ function bind() {
   window.addEventListener("hashchange", onHashChange);
   new ResizeObserver(() => fit()).observe(el.stage);
   window.addEventListener("resize", fit); // devicePixelRatio changes (zoom) come with a resize
+  initVideo({
+    api, request, errorOf, act, h, metaLine, colorOf, showMessage, showError, refreshSummary,
+    opacity: () => S.opacity,
+  });
 }
 
 async function start() {
@@ -1245,13 +1276,13 @@ async function start() {
   }
   renderStageNote();
   if (!S.images.length) return;
-  let id = hashId();
-  if (id === null || !S.byId.has(id)) {
+  let at = parseHash();
+  if (at === null || !S.byId.has(at.id)) {
     const firstOpen = S.images.find((im) => im.status !== "done") || S.images[0];
-    id = firstOpen.id;
-    history.replaceState(null, "", `#${id}`);
+    at = { id: firstOpen.id, frame: null };
+    history.replaceState(null, "", `#${at.id}`);
   }
-  requestOpen(id);
+  requestOpen(at.id, at.frame);
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
