@@ -8,8 +8,11 @@
 // Requests that change state run one after another (a queue), so fast clicks reach the server in
 // the order they were made.
 
+import { viewCanvas } from "./canvas.js";
 import { drawBox, drawPrompt } from "./draw.js";
-import { blend, hexRgb, rasterize } from "./masks.js";
+import { attachPromptGestures } from "./gestures.js";
+import { bindObjectRows, editName } from "./lists.js";
+import { blend, hexRgb } from "./masks.js";
 import { closeVideo, initVideo, invalidateVideo, openVideo, seekVideo, videoFrame, videoKey, videoReady } from "./video.js";
 
 // ---------------------------------------------------------------------------------- constants
@@ -24,7 +27,6 @@ const CURRENT_RGB = hexRgb("#1ad1ff"); // the object in progress
 const PROPOSAL_RGB = hexRgb("#ffffff"); // pending proposals
 const FOCUS_RGB = hexRgb("#ffb000"); // the focused proposal
 const WHITE = [255, 255, 255];
-const DRAG_PX = 5; // a mouse move longer than this (CSS px) is a box, not a click
 const POLL_MS = 500; // proposals polling period
 const CLIENT_KEY = "samkit-studio-client";
 const TOKEN_KEY = "samkit-studio-token";
@@ -149,7 +151,6 @@ const S = {
   focusedPid: null,
   selectedAid: null,
   opacity: 0.5,
-  drag: null,
   categories: new Set(),
 };
 
@@ -242,80 +243,18 @@ function setBusy(label) {
 
 // ---------------------------------------------------------------------------------- drawing
 
-const disp = { cssW: 0, cssH: 0, w: 0, h: 0, dpr: 1, scale: 1 }; // canvas box and backing size
-const overlay = document.createElement("canvas"); // the composed masks, display resolution
-let overlayDirty = true;
-let renderQueued = false;
-const rasters = new Map(); // key -> {rle, w, h, edge, raster}
-
-function raster(key, rle, edge) {
-  const hit = rasters.get(key);
-  if (hit && hit.rle === rle && hit.w === disp.w && hit.h === disp.h && hit.edge === edge) return hit.raster;
-  const r = rasterize(rle, disp.w, disp.h, edge);
-  rasters.set(key, { rle, w: disp.w, h: disp.h, edge, raster: r });
-  return r;
-}
-
-function invalidate() {
-  overlayDirty = true;
-  scheduleRender();
-}
-
-function scheduleRender() {
-  if (renderQueued) return;
-  renderQueued = true;
-  requestAnimationFrame(() => {
-    renderQueued = false;
-    render();
-  });
-}
-
-/** Size the canvas box so it shows the whole image at its aspect ratio in the stage. */
-function fit() {
-  const v = S.view;
-  if (!v || S.loadError) {
-    el.canvas.hidden = true;
-    return;
-  }
-  el.canvas.hidden = false;
-  const pad = 16;
-  const aw = Math.max(50, el.stage.clientWidth - 2 * pad);
-  const ah = Math.max(50, el.stage.clientHeight - 2 * pad);
-  const scale = Math.min(aw / v.width, ah / v.height);
-  const cssW = v.width * scale;
-  const cssH = v.height * scale;
-  const dpr = window.devicePixelRatio || 1;
-  const w = Math.max(1, Math.round(cssW * dpr));
-  const hh = Math.max(1, Math.round(cssH * dpr));
-  el.canvas.style.width = `${cssW}px`;
-  el.canvas.style.height = `${cssH}px`;
-  Object.assign(disp, { cssW, cssH, dpr, scale });
-  if (el.canvas.width !== w || el.canvas.height !== hh || disp.w !== w || disp.h !== hh) {
-    el.canvas.width = w;
-    el.canvas.height = hh;
-    disp.w = w;
-    disp.h = hh;
-    rasters.clear();
-  }
-  invalidate();
-}
+let surface = null; // the image's canvas (canvas.js), made in bind()
+let gesture = null; // its prompt gesture (gestures.js)
 
 function pendingProposals() {
   return S.proposals.proposals.filter((p) => p.status === "pending");
 }
 
-function composeOverlay() {
-  const { w, h, dpr } = disp;
-  if (overlay.width !== w || overlay.height !== h) {
-    overlay.width = w;
-    overlay.height = h;
-  }
-  const octx = overlay.getContext("2d");
-  const img = octx.createImageData(w, h);
-  const buf = img.data;
+/** The masks into the overlay's pixels `buf` (`w` wide; `e`: an outline's width). */
+function composeMasks(buf, w, e) {
   const o = S.opacity;
   const edgeAlpha = o > 0 ? Math.min(1, o + 0.5) : 0; // outlines stay readable at low opacity
-  const e = Math.max(1, Math.round(dpr));
+  const raster = surface.raster;
   // pending proposals: a light fill and a white outline; the focused one in amber, on top
   let focused = null;
   for (const p of pendingProposals()) {
@@ -345,33 +284,15 @@ function composeOverlay() {
   if (S.current && S.current.mask) {
     blend(buf, w, raster("current", S.current.mask, e), CURRENT_RGB, o, o > 0 ? Math.min(1, o + 0.45) : 0, WHITE);
   }
-  octx.putImageData(img, 0, 0);
-  overlayDirty = false;
 }
 
-function render() {
-  const ctx = el.canvas.getContext("2d");
-  const { w, h, dpr } = disp;
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.clearRect(0, 0, el.canvas.width, el.canvas.height);
-  if (!S.view || !S.bitmap || S.loadError) return;
-  // pixels shown as pixels once they are twice their size: the masks are per pixel too
-  const upscale = w / S.view.width;
-  ctx.imageSmoothingEnabled = upscale < 2;
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(S.bitmap, 0, 0, w, h);
-  if (overlayDirty) composeOverlay();
-  ctx.drawImage(overlay, 0, 0);
-  // prompts: the answered ones, then the ones on their way
-  const sx = w / S.view.width;
-  const sy = h / S.view.height;
+/** The prompts over the image: the answered ones, then the ones on their way; a box being dragged. */
+function drawPrompts(ctx, sx, sy, dpr) {
   const prompts = S.current ? S.current.prompts : [];
   for (const p of prompts) drawPrompt(ctx, p, sx, sy, dpr, 1);
   for (const p of S.pending) drawPrompt(ctx, p, sx, sy, dpr, 0.55);
-  if (S.drag && S.drag.moved) {
-    const [x0, y0, x1, y1] = dragBox(S.drag);
-    drawBox(ctx, x0 * sx, y0 * sy, x1 * sx, y1 * sy, dpr, true);
-  }
+  const box = gesture.box();
+  if (box) drawBox(ctx, box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy, dpr, true);
 }
 
 // ---------------------------------------------------------------------------------- panels
@@ -573,7 +494,7 @@ function renderAll() {
   renderObjects();
   renderProposals();
   renderStageNote();
-  invalidate();
+  surface.invalidate();
 }
 
 // ---------------------------------------------------------------------------------- summary
@@ -652,12 +573,13 @@ function switchTo(id, mode) {
   document.body.dataset.view = mode;
   Object.assign(S, {
     imageId: id, view: null, bitmap: null, loadError: null, annotations: [], current: null, pending: [],
-    proposals: { state: "none", error: null, proposals: [] }, focusedPid: null, selectedAid: null, drag: null,
+    proposals: { state: "none", error: null, proposals: [] }, focusedPid: null, selectedAid: null,
   });
-  rasters.clear();
+  gesture.cancel();
+  surface.forget();
   if (el.message.dataset.kind === "error") hideMessage(); // it was about the entry left
   markOpenImage();
-  fit();
+  surface.fit();
   renderAll();
   return gen;
 }
@@ -670,7 +592,7 @@ function showLoadError(id, e) {
     updateImageRow(id);
   }
   renderAll();
-  fit();
+  surface.fit();
   showError(e);
 }
 
@@ -708,7 +630,7 @@ async function openImage(id) {
     im.annotations = S.annotations.length;
     updateImageRow(id);
   }
-  fit();
+  surface.fit();
   renderAll();
   pollProposals(gen, S.info && S.info.propose);
   // the next image is likely next: fetch its pixels now (the server embeds it ahead too)
@@ -750,21 +672,6 @@ function onHashChange() {
 
 // ---------------------------------------------------------------------------------- prompts
 
-function toImage(clientX, clientY) {
-  const r = el.canvas.getBoundingClientRect();
-  const fx = (clientX - r.left) / r.width;
-  const fy = (clientY - r.top) / r.height;
-  const x = Math.min(S.view.width, Math.max(0, fx * S.view.width));
-  const y = Math.min(S.view.height, Math.max(0, fy * S.view.height));
-  return [Math.round(x * 100) / 100, Math.round(y * 100) / 100];
-}
-
-function dragBox(d) {
-  const [ax, ay] = toImage(d.startX, d.startY);
-  const [bx, by] = toImage(d.x, d.y);
-  return [Math.min(ax, bx), Math.min(ay, by), Math.max(ax, bx), Math.max(ay, by)];
-}
-
 function canPrompt() {
   return S.view && S.bitmap && !S.loadError;
 }
@@ -774,7 +681,7 @@ function addPrompt(prompt) {
   const gen = S.gen;
   S.pending.push(prompt);
   renderObjectBar();
-  scheduleRender();
+  surface.scheduleRender();
   act(async () => {
     try {
       const current = await api("POST", `/api/images/${id}/prompt`, prompt);
@@ -783,59 +690,10 @@ function addPrompt(prompt) {
       if (gen === S.gen) {
         S.pending = S.pending.filter((p) => p !== prompt);
         renderObjectBar();
-        invalidate();
+        surface.invalidate();
       }
     }
   }, "Predicting…");
-}
-
-function onMouseDown(e) {
-  if (!canPrompt()) return;
-  if (e.button !== 0 && e.button !== 2) return;
-  e.preventDefault();
-  if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
-  S.drag = { button: e.button, startX: e.clientX, startY: e.clientY, x: e.clientX, y: e.clientY, shift: e.shiftKey, moved: false };
-  window.addEventListener("mousemove", onMouseMove);
-  window.addEventListener("mouseup", onMouseUp);
-}
-
-function onMouseMove(e) {
-  const d = S.drag;
-  if (!d) return;
-  d.x = e.clientX;
-  d.y = e.clientY;
-  if (d.button === 0 && Math.hypot(d.x - d.startX, d.y - d.startY) > DRAG_PX) d.moved = true;
-  if (d.moved) scheduleRender();
-}
-
-function onMouseUp(e) {
-  const d = S.drag;
-  if (!d || e.button !== d.button) return;
-  window.removeEventListener("mousemove", onMouseMove);
-  window.removeEventListener("mouseup", onMouseUp);
-  S.drag = null;
-  if (!canPrompt()) return;
-  d.x = e.clientX;
-  d.y = e.clientY;
-  if (d.moved) {
-    const box = dragBox(d);
-    scheduleRender();
-    if (box[2] - box[0] < 1 || box[3] - box[1] < 1) return;
-    addPrompt({ type: "box", box });
-    return;
-  }
-  const [x, y] = toImage(d.startX, d.startY);
-  const negative = d.button === 2 || d.shift || e.shiftKey;
-  addPrompt({ type: "point", x, y, label: negative ? 0 : 1 });
-}
-
-function cancelDrag() {
-  if (!S.drag) return false;
-  window.removeEventListener("mousemove", onMouseMove);
-  window.removeEventListener("mouseup", onMouseUp);
-  S.drag = null;
-  scheduleRender();
-  return true;
 }
 
 // ---------------------------------------------------------------------------------- actions
@@ -864,7 +722,7 @@ function accept() {
     setImageStatus(r.status);
     renderObjectBar();
     renderObjects();
-    invalidate();
+    surface.invalidate();
     refreshSummary();
   }, "Accepting…");
 }
@@ -884,7 +742,7 @@ function undo() {
     setImageStatus(null);
     renderObjectBar();
     renderObjects();
-    invalidate();
+    surface.invalidate();
     if (r.undone === "accept") {
       refreshSummary();
       if (S.proposals.state !== "none") pollProposals(gen, false); // an accepted proposal may be back
@@ -893,7 +751,7 @@ function undo() {
 }
 
 function clearCurrent() {
-  if (cancelDrag()) return;
+  if (gesture.cancel()) return;
   if (!canPrompt()) return;
   if (!S.current && !S.pending.length) {
     if (S.selectedAid !== null) selectObject(null);
@@ -906,7 +764,7 @@ function clearCurrent() {
     if (gen !== S.gen) return;
     S.current = r.current;
     renderObjectBar();
-    invalidate();
+    surface.invalidate();
   }, "Clearing…");
 }
 
@@ -920,14 +778,14 @@ function choose(i) {
     if (gen !== S.gen) return;
     S.current = r;
     renderObjectBar();
-    invalidate();
+    surface.invalidate();
   }, "Choosing…");
 }
 
 function selectObject(aid) {
   S.selectedAid = aid;
   for (const li of el.objects.querySelectorAll("li")) li.classList.toggle("selected", Number(li.dataset.aid) === aid);
-  invalidate();
+  surface.invalidate();
 }
 
 function deleteObject(aid) {
@@ -945,7 +803,7 @@ function deleteObject(aid) {
     if (S.selectedAid === r.deleted) S.selectedAid = null;
     setImageStatus(r.status);
     renderObjects();
-    invalidate();
+    surface.invalidate();
     refreshSummary();
   }, "Deleting…");
 }
@@ -967,23 +825,10 @@ function startRename(li) {
   const span = li.querySelector(".cat");
   if (!a || !span) return;
   const input = h("input", { type: "text", class: "rename", value: a.category || "", list: "categories", spellcheck: "false" });
-  let finished = false;
-  const finish = (save) => {
-    if (finished) return;
-    finished = true;
-    const name = input.value.trim();
+  editName(span, input, (save, name) => {
     if (save && name !== (a.category || "")) renameObject(aid, name);
     else renderObjects();
-  };
-  input.addEventListener("keydown", (e) => {
-    e.stopPropagation();
-    if (e.key === "Enter") finish(true);
-    else if (e.key === "Escape") finish(false);
   });
-  input.addEventListener("blur", () => finish(true));
-  span.replaceWith(input);
-  input.focus();
-  input.select();
 }
 
 function toggleDone() {
@@ -1010,7 +855,7 @@ function setProposals(p, gen) {
   const pend = pendingProposals();
   if (!pend.some((x) => x.id === S.focusedPid)) S.focusedPid = pend.length ? pend[0].id : null;
   renderProposals();
-  invalidate();
+  surface.invalidate();
 }
 
 /** Show the image's proposals; while they are being made, ask again every POLL_MS. */
@@ -1051,7 +896,7 @@ function propose() {
 function focusProposal(pid) {
   S.focusedPid = pid;
   renderProposals();
-  invalidate();
+  surface.invalidate();
 }
 
 function moveProposalFocus(delta) {
@@ -1088,7 +933,7 @@ function acceptProposal(pid = S.focusedPid) {
     setImageStatus(r.status);
     renderObjects();
     renderProposals();
-    invalidate();
+    surface.invalidate();
     refreshSummary();
   }, "Accepting proposal…");
 }
@@ -1102,7 +947,7 @@ function rejectProposal(pid = S.focusedPid) {
     if (gen !== S.gen) return;
     markProposal(pid, "rejected");
     renderProposals();
-    invalidate();
+    surface.invalidate();
   }, "Rejecting proposal…");
 }
 
@@ -1206,7 +1051,7 @@ function bind() {
   el.opacity.addEventListener("input", () => {
     S.opacity = Number(el.opacity.value) / 100;
     if (S.mode === "video") invalidateVideo();
-    else invalidate();
+    else surface.invalidate();
   });
   el.opacity.addEventListener("change", () => el.opacity.blur());
   el.candidates.addEventListener("mousedown", (e) => e.preventDefault());
@@ -1218,19 +1063,8 @@ function bind() {
     const li = e.target.closest("li[data-id]");
     if (li) location.hash = `#${li.dataset.id}`;
   });
-  el.objects.addEventListener("mousedown", (e) => {
-    if (!e.target.closest("input")) e.preventDefault();
-  });
-  el.objects.addEventListener("click", (e) => {
-    const li = e.target.closest("li[data-aid]");
-    if (!li || e.target.closest("input")) return;
-    const aid = Number(li.dataset.aid);
-    if (e.target.closest("[data-action=delete]")) deleteObject(aid);
-    else selectObject(S.selectedAid === aid ? null : aid);
-  });
-  el.objects.addEventListener("dblclick", (e) => {
-    const li = e.target.closest("li[data-aid]");
-    if (li && e.target.closest(".cat")) startRename(li);
+  bindObjectRows(el.objects, "aid", {
+    select: (aid) => selectObject(S.selectedAid === aid ? null : aid), remove: deleteObject, rename: startRename,
   });
   el.proposals.addEventListener("mousedown", (e) => e.preventDefault());
   el.proposals.addEventListener("click", (e) => {
@@ -1242,13 +1076,15 @@ function bind() {
     else if (action && action.dataset.action === "reject") rejectProposal(pid);
     else focusProposal(pid);
   });
-  el.canvas.addEventListener("mousedown", onMouseDown);
-  el.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  surface = viewCanvas(el.canvas, el.stage, {
+    size: () => (S.loadError ? null : S.view), bitmap: () => S.bitmap, compose: composeMasks, draw: drawPrompts,
+  });
+  gesture = attachPromptGestures(el.canvas, {
+    canPrompt, size: () => S.view, prompt: addPrompt, redraw: surface.scheduleRender,
+  });
   el.stage.addEventListener("contextmenu", (e) => e.preventDefault());
   document.addEventListener("keydown", onKey);
   window.addEventListener("hashchange", onHashChange);
-  new ResizeObserver(() => fit()).observe(el.stage);
-  window.addEventListener("resize", fit); // devicePixelRatio changes (zoom) come with a resize
   initVideo({
     api, request, errorOf, act, h, metaLine, colorOf, showMessage, showError, refreshSummary,
     opacity: () => S.opacity,

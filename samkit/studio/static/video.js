@@ -8,8 +8,11 @@
 // answers said. The page's shell (studio.js) opens and closes the view and hands in its services
 // with initVideo(); the hash is "#<id>/f<frame>".
 
+import { viewCanvas } from "./canvas.js";
 import { drawBox, drawPrompt } from "./draw.js";
-import { blend, hexRgb, rasterize } from "./masks.js";
+import { attachPromptGestures } from "./gestures.js";
+import { bindObjectRows, editName } from "./lists.js";
+import { blend, hexRgb } from "./masks.js";
 
 // ---------------------------------------------------------------------------------- constants
 
@@ -18,7 +21,6 @@ const FRAME_BUDGET = 64e6; // decoded frames kept in the page, in pixels (about 
 const MAX_FRAMES = 48; // ... and at most this many
 const MASK_CACHE = 512; // frames whose masks are kept
 const MAX_FPS = 30; // playback never asks for frames faster than this
-const DRAG_PX = 5; // a mouse move longer than this (CSS px) is a box, not a click
 const HASH_MS = 300; // the address bar follows the frame at most this often
 const POLL_MS = 500; // the job's state is polled at this period when its event stream fails
 const WHITE = [255, 255, 255];
@@ -45,7 +47,6 @@ const V = {
   cancelling: false, // Cancel was pressed, the job's end has not come yet
   ended: 0, // tracking jobs seen to end since the page opened the video
   exporting: false,
-  drag: null,
   lastFrame: new Map(), // video id -> frame last shown (coming back to a video returns there)
 };
 
@@ -151,7 +152,7 @@ async function takeFrameMasks(t, r) {
   if (V.shown && V.shown.t === t) {
     V.shown = { ...V.shown, masks: fm.masks, prompts: fm.prompts };
     markStage();
-    invalidate();
+    surface.invalidate();
   }
   renderTicks();
   renderPanels();
@@ -172,7 +173,7 @@ async function refreshMasks(t) {
   if (gen !== V.gen || !V.shown || V.shown.t !== t) return;
   V.shown = { ...V.shown, masks: fm.masks, prompts: fm.prompts || [] };
   markStage();
-  invalidate();
+  surface.invalidate();
   renderPanels();
 }
 
@@ -215,7 +216,7 @@ async function show(t) {
   if (gen !== V.gen || seq !== showSeq) return false;
   V.shown = { t, bitmap, masks: fm.masks, prompts: fm.prompts || [] };
   markStage();
-  invalidate();
+  surface.invalidate();
   renderPanels();
   prefetch(t);
   return true;
@@ -295,81 +296,19 @@ function scheduleHash() {
 
 // ---------------------------------------------------------------------------------- drawing
 
-const disp = { cssW: 0, cssH: 0, w: 0, h: 0, dpr: 1 };
-const overlay = document.createElement("canvas");
-let overlayDirty = true;
-let renderQueued = false;
-const rasters = new Map(); // object id -> {rle, w, h, edge, raster}
-
-function raster(obj, rle, edge) {
-  const hit = rasters.get(obj);
-  if (hit && hit.rle === rle && hit.w === disp.w && hit.h === disp.h && hit.edge === edge) return hit.raster;
-  const r = rasterize(rle, disp.w, disp.h, edge);
-  rasters.set(obj, { rle, w: disp.w, h: disp.h, edge, raster: r });
-  return r;
-}
+let surface = null; // the frame's canvas (canvas.js), made in initVideo()
+let gesture = null; // its prompt gesture (gestures.js)
 
 /** The masks changed: compose them again on the next animation frame. */
 export function invalidateVideo() {
-  invalidate();
+  surface.invalidate();
 }
 
-function invalidate() {
-  overlayDirty = true;
-  scheduleRender();
-}
-
-function scheduleRender() {
-  if (renderQueued) return;
-  renderQueued = true;
-  requestAnimationFrame(() => {
-    renderQueued = false;
-    render();
-  });
-}
-
-/** Size the canvas box so it shows the whole frame at its aspect ratio in the stage. */
-function fitVideo() {
-  const v = V.view;
-  if (!v) {
-    el.canvas.hidden = true;
-    return;
-  }
-  el.canvas.hidden = false;
-  const pad = 16;
-  const aw = Math.max(50, el.stage.clientWidth - 2 * pad);
-  const ah = Math.max(50, el.stage.clientHeight - 2 * pad);
-  const scale = Math.min(aw / v.width, ah / v.height);
-  const cssW = v.width * scale;
-  const cssH = v.height * scale;
-  const dpr = window.devicePixelRatio || 1;
-  const w = Math.max(1, Math.round(cssW * dpr));
-  const hh = Math.max(1, Math.round(cssH * dpr));
-  el.canvas.style.width = `${cssW}px`;
-  el.canvas.style.height = `${cssH}px`;
-  Object.assign(disp, { cssW, cssH, dpr });
-  if (el.canvas.width !== w || el.canvas.height !== hh || disp.w !== w || disp.h !== hh) {
-    el.canvas.width = w;
-    el.canvas.height = hh;
-    disp.w = w;
-    disp.h = hh;
-    rasters.clear();
-  }
-  invalidate();
-}
-
-function composeOverlay() {
-  const { w, h, dpr } = disp;
-  if (overlay.width !== w || overlay.height !== h) {
-    overlay.width = w;
-    overlay.height = h;
-  }
-  const octx = overlay.getContext("2d");
-  const img = octx.createImageData(w, h);
-  const buf = img.data;
+/** The frame's masks into the overlay's pixels `buf` (`w` wide; `e`: an outline's width). */
+function composeMasks(buf, w, e) {
   const o = shell.opacity();
   const edgeAlpha = o > 0 ? Math.min(1, o + 0.5) : 0;
-  const e = Math.max(1, Math.round(dpr));
+  const raster = surface.raster;
   // every object in its colour; the active one last, outlined in white
   let active = null;
   for (const m of V.shown ? V.shown.masks : []) {
@@ -383,34 +322,17 @@ function composeOverlay() {
     blend(buf, w, raster(active.obj, active.mask, 2 * e), hexRgb(shell.colorOf(active.obj)),
       Math.min(1, o * 1.15), o > 0 ? 1 : 0, WHITE);
   }
-  octx.putImageData(img, 0, 0);
-  overlayDirty = false;
 }
 
-function render() {
-  const ctx = el.canvas.getContext("2d");
-  const { w, h, dpr } = disp;
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.clearRect(0, 0, el.canvas.width, el.canvas.height);
+/** The frame's prompts, ringed in their objects' colours (other objects' ones fainter); a box being dragged. */
+function drawPrompts(ctx, sx, sy, dpr) {
   const s = V.shown;
-  if (!V.view || !s) return;
-  const upscale = w / V.view.width;
-  ctx.imageSmoothingEnabled = upscale < 2;
-  ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(s.bitmap, 0, 0, w, h);
-  if (overlayDirty) composeOverlay();
-  ctx.drawImage(overlay, 0, 0);
-  const sx = w / V.view.width;
-  const sy = h / V.view.height;
-  // the frame's prompts, each ringed in its object's colour; other objects' ones fainter
   for (const p of s.prompts) drawPrompt(ctx, p, sx, sy, dpr, p.obj === V.active ? 1 : 0.6, shell.colorOf(p.obj));
   for (const p of V.pending) {
     if (p.frame === s.t) drawPrompt(ctx, p, sx, sy, dpr, 0.55, p.obj === null ? null : shell.colorOf(p.obj));
   }
-  if (V.drag && V.drag.moved) {
-    const [x0, y0, x1, y1] = dragBox(V.drag);
-    drawBox(ctx, x0 * sx, y0 * sy, x1 * sx, y1 * sy, dpr, true);
-  }
+  const box = gesture.box();
+  if (box) drawBox(ctx, box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy, dpr, true);
 }
 
 // ---------------------------------------------------------------------------------- panels
@@ -535,7 +457,7 @@ async function createObject() {
     V.objects = [...V.objects, o];
     V.active = o.id;
     renderPanels();
-    invalidate();
+    surface.invalidate();
   }
   return o;
 }
@@ -555,7 +477,7 @@ function selectObject(obj) {
   for (const li of el.objects.querySelectorAll("li")) li.classList.toggle("selected", Number(li.dataset.obj) === obj);
   objectsDrawn = "";
   renderVideoBar();
-  invalidate();
+  surface.invalidate();
 }
 
 function deleteObject(obj) {
@@ -601,46 +523,18 @@ function startRename(li) {
   if (!o || !span || renaming !== null) return;
   const input = shell.h("input", { type: "text", class: "rename", value: o.name || "", spellcheck: "false", placeholder: "name" });
   renaming = obj;
-  let finished = false;
-  const finish = (save) => {
-    if (finished) return;
-    finished = true;
+  editName(span, input, (save, name) => {
     renaming = null;
-    const name = input.value.trim();
     objectsDrawn = "";
     if (save && name !== (o.name || "")) renameObject(obj, name);
     else renderObjects();
-  };
-  input.addEventListener("keydown", (e) => {
-    e.stopPropagation();
-    if (e.key === "Enter") finish(true);
-    else if (e.key === "Escape") finish(false);
   });
-  input.addEventListener("blur", () => finish(true));
-  span.replaceWith(input);
-  input.focus();
-  input.select();
 }
 
 // ---------------------------------------------------------------------------------- prompts
 
 function canPrompt() {
   return !!(V.view && V.shown);
-}
-
-function toImage(clientX, clientY) {
-  const r = el.canvas.getBoundingClientRect();
-  const fx = (clientX - r.left) / r.width;
-  const fy = (clientY - r.top) / r.height;
-  const x = Math.min(V.view.width, Math.max(0, fx * V.view.width));
-  const y = Math.min(V.view.height, Math.max(0, fy * V.view.height));
-  return [Math.round(x * 100) / 100, Math.round(y * 100) / 100];
-}
-
-function dragBox(d) {
-  const [ax, ay] = toImage(d.startX, d.startY);
-  const [bx, by] = toImage(d.x, d.y);
-  return [Math.min(ax, bx), Math.min(ay, by), Math.max(ax, bx), Math.max(ay, by)];
 }
 
 /** Prompt the active object on the frame shown (with no object yet, the first one is made). */
@@ -657,7 +551,7 @@ function addPrompt(prompt) {
   const p = { frame: t, obj: V.active, ...prompt };
   V.pending.push(p);
   renderVideoBar();
-  scheduleRender();
+  surface.scheduleRender();
   shell.act(async () => {
     try {
       if (p.obj === null) p.obj = (await createObject()).id;
@@ -668,7 +562,7 @@ function addPrompt(prompt) {
       if (gen === V.gen) {
         V.pending = V.pending.filter((x) => x !== p);
         renderVideoBar();
-        invalidate();
+        surface.invalidate();
       }
     }
   }, "Predicting…");
@@ -686,55 +580,6 @@ function clearFrame() {
     const r = await shell.api("POST", `/api/videos/${id}/clear`, { frame: t, obj });
     if (gen === V.gen) await takeFrameMasks(t, r);
   }, "Clearing…");
-}
-
-function onMouseDown(e) {
-  if (!canPrompt()) return;
-  if (e.button !== 0 && e.button !== 2) return;
-  e.preventDefault();
-  if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
-  V.drag = { button: e.button, startX: e.clientX, startY: e.clientY, x: e.clientX, y: e.clientY, shift: e.shiftKey, moved: false };
-  window.addEventListener("mousemove", onMouseMove);
-  window.addEventListener("mouseup", onMouseUp);
-}
-
-function onMouseMove(e) {
-  const d = V.drag;
-  if (!d) return;
-  d.x = e.clientX;
-  d.y = e.clientY;
-  if (d.button === 0 && Math.hypot(d.x - d.startX, d.y - d.startY) > DRAG_PX) d.moved = true;
-  if (d.moved) scheduleRender();
-}
-
-function onMouseUp(e) {
-  const d = V.drag;
-  if (!d || e.button !== d.button) return;
-  window.removeEventListener("mousemove", onMouseMove);
-  window.removeEventListener("mouseup", onMouseUp);
-  V.drag = null;
-  if (!canPrompt()) return;
-  d.x = e.clientX;
-  d.y = e.clientY;
-  if (d.moved) {
-    const box = dragBox(d);
-    scheduleRender();
-    if (box[2] - box[0] < 1 || box[3] - box[1] < 1) return;
-    addPrompt({ type: "box", box });
-    return;
-  }
-  const [x, y] = toImage(d.startX, d.startY);
-  const negative = d.button === 2 || d.shift || e.shiftKey;
-  addPrompt({ type: "point", x, y, label: negative ? 0 : 1 });
-}
-
-function cancelDrag() {
-  if (!V.drag) return false;
-  window.removeEventListener("mousemove", onMouseMove);
-  window.removeEventListener("mouseup", onMouseUp);
-  V.drag = null;
-  scheduleRender();
-  return true;
 }
 
 // ---------------------------------------------------------------------------------- tracking
@@ -917,7 +762,7 @@ export function videoKey(e, key) {
     case "o": if (once) newObject(); return true;
     case "t": if (once) track(); return true;
     case "Escape":
-      if (!cancelDrag()) clearFrame();
+      if (!gesture.cancel()) clearFrame();
       return true;
     case "Delete": if (once) deleteObject(V.active); return true;
     default:
@@ -957,7 +802,7 @@ export async function openVideo(id, frame) {
   V.t = frame === null || frame === undefined ? V.lastFrame.get(id) || 0 : frame;
   takeView(view);
   V.t = clampFrame(V.t);
-  fitVideo();
+  surface.fit();
   if (tracking()) listen(); // a job started before this page (or before a reload) is still running
   await show(V.t);
 }
@@ -967,7 +812,7 @@ export function closeVideo() {
   V.gen += 1;
   pause();
   stopListening();
-  cancelDrag();
+  gesture.cancel();
   clearTimeout(hashTimer);
   hashTimer = null;
   clearTimeout(viewTimer);
@@ -980,13 +825,13 @@ export function closeVideo() {
   renaming = null;
   frames.clear();
   forgetAllMasks();
-  rasters.clear();
+  surface.forget();
   el.canvas.hidden = true;
   el.overlayFile.textContent = el.overlayFile.dataset.help;
   delete el.overlayFile.dataset.file;
   renderTicks();
   renderPanels();
-  scheduleRender();
+  surface.scheduleRender();
 }
 
 // ---------------------------------------------------------------------------------- start
@@ -1030,27 +875,12 @@ export function initVideo(services) {
   el.cancelTrack.addEventListener("click", cancelTrack);
   el.newObject.addEventListener("click", newObject);
   el.exportOverlay.addEventListener("click", exportOverlay);
-  el.objects.addEventListener("mousedown", (e) => {
-    if (!e.target.closest("input")) e.preventDefault();
+  bindObjectRows(el.objects, "obj", { select: selectObject, remove: deleteObject, rename: startRename });
+  surface = viewCanvas(el.canvas, el.stage, {
+    size: () => V.view, bitmap: () => V.shown && V.shown.bitmap, compose: composeMasks, draw: drawPrompts,
   });
-  el.objects.addEventListener("click", (e) => {
-    const li = e.target.closest("li[data-obj]");
-    if (!li || e.target.closest("input")) return;
-    const obj = Number(li.dataset.obj);
-    if (e.target.closest("[data-action=delete]")) deleteObject(obj);
-    else selectObject(obj);
-  });
-  el.objects.addEventListener("dblclick", (e) => {
-    const li = e.target.closest("li[data-obj]");
-    if (li && e.target.closest(".cat")) startRename(li);
-  });
-  el.canvas.addEventListener("mousedown", onMouseDown);
-  el.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
-  new ResizeObserver(() => {
-    if (V.view) fitVideo();
-  }).observe(el.stage);
-  window.addEventListener("resize", () => {
-    if (V.view) fitVideo();
+  gesture = attachPromptGestures(el.canvas, {
+    canPrompt, size: () => V.view, prompt: addPrompt, redraw: surface.scheduleRender,
   });
   renderPanels();
 }
