@@ -71,6 +71,55 @@ def test_segment_errors(tmp_path, photo, ckpt, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_segment_with_the_default_model_and_all_candidates(tmp_path, photo, capsys):
+    """No --model, no --checkpoint: the shipped default model; --all-candidates: the three side by side."""
+    out, sheet = tmp_path / "mask.png", tmp_path / "candidates.png"
+    assert main(["segment", str(photo), "--point", "70,45", "--out", str(out), "--all-candidates", str(sheet)]) == 0
+    text = capsys.readouterr().out
+    assert "model: samkit_nano (weights shipped with samkit" in text and "the 3 candidates, predicted IoU" in text
+    assert Image.open(sheet).size == (3 * 140 + 2 * 4, 90)  # three overlays, 4 px apart
+    # a box gives one mask; the sheet still shows the three candidates of the multimask output
+    assert main(["segment", str(photo), "--box", "10,10,120,80", "--out", str(out), "--all-candidates",
+                 str(sheet)]) == 0
+    assert "the 3 candidates" in capsys.readouterr().out and Image.open(sheet).size == (428, 90)
+
+
+def _subcommand_parsers() -> dict:
+    import argparse
+
+    from samkit.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_has_help_and_shows_its_default(capsys):
+    """Every argument of every subcommand has a line of help, and every option whose default is a
+    value shows it in --help (``(default: X)``, or the help's own words naming the value)."""
+    import argparse
+
+    from samkit.cli.common import show_default
+
+    parsers = _subcommand_parsers()
+    assert set(COMMANDS) <= set(parsers)
+    missing, undocumented = [], []
+    for name, parser in parsers.items():
+        parser.print_help()
+        shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = action.option_strings[0] if action.option_strings else action.dest
+            if not (action.help or "").strip():
+                missing.append(f"{name} {flag}")
+            value = action.default
+            if action.option_strings and value not in (None, False, argparse.SUPPRESS) and value not in ((), []):
+                if f"default: {show_default(value)}" not in shown and show_default(value) not in (action.help or ""):
+                    undocumented.append(f"{name} {flag} (default {show_default(value)})")
+    assert not missing, f"arguments without help: {missing}"
+    assert not undocumented, f"options whose --help does not show the default: {undocumented}"
+
+
 COMMANDS = ("models", "download", "segment", "demo", "auto", "annotate", "studio", "export", "track", "train",
             "make-synthetic-labpics",
             "eval", "eval-track")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from samkit.builder import load_model
 from samkit.data import DATASET_FORMATS, SA1B_SOURCES, Sample, open_dataset
@@ -13,15 +13,50 @@ from samkit.errors import ConfigError, PromptError
 from samkit.image_predictor import check_box_order
 from samkit.model.sam2 import SAM2Model
 
-__all__ = ["add_model_args", "model_from_args", "point_arg", "box_arg", "int_range_arg", "sources_arg",
-           "add_data_args", "dataset_from_args"]
+__all__ = ["HelpFormatter", "ArgumentParser", "show_default", "add_model_args", "model_from_args", "point_arg",
+           "box_arg", "int_range_arg", "sources_arg", "add_data_args", "dataset_from_args"]
+
+
+def show_default(value: object) -> str:
+    """A default as ``--help`` shows it: floats as typed (``0.1``, ``0.0001``), sequences comma-separated."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(show_default(v) for v in value)
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` with every option's default: `` (default: X)`` ends the help of an option whose
+    default is a value (not None, False or empty) unless the help already says "default" (then
+    it gives the default in words, e.g. "default: the model's"). Options without a value default
+    say in their help what happens when they are not given."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        value = action.default
+        if not action.option_strings or value is None or value is False or value is argparse.SUPPRESS \
+                or value in ((), []) or "default" in text.lower():
+            return text
+        return f"{text} (default: {show_default(value).replace('%', '%%')})"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of ``samkit`` and of each subcommand: :class:`HelpFormatter` unless told otherwise."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """``--model NAME [--pretrained] | --checkpoint FILE`` and ``--device``."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", help="registered model name or Hugging Face id (see `samkit models`)")
-    g.add_argument("--checkpoint", help="checkpoint file (.pt or .safetensors); the variant is detected")
+    g.add_argument("--model", help="registered model name or Hugging Face id (see `samkit models`); default, "
+                                   "with no --checkpoint either: samkit_nano, the default model, with the weights "
+                                   "that ship with samkit")
+    g.add_argument("--checkpoint", help="checkpoint file (.pt or .safetensors) instead of --model; the variant is "
+                                        "detected from it")
     p.add_argument("--pretrained", action="store_true",
                    help="with --model: Meta's official weights, downloaded once into the cache (see `samkit "
                         "download`); without it an official variant has random weights")

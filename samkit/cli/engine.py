@@ -16,17 +16,22 @@ __all__ = ["register"]
 
 
 def _generator_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--points-per-side", type=int, default=32)
-    p.add_argument("--points-per-batch", type=int, default=64)
+    p.add_argument("--points-per-side", type=int, default=32,
+                   help="the grid of single-click prompts: N x N points over the image (and each crop)")
+    p.add_argument("--points-per-batch", type=int, default=64,
+                   help="prompts decoded together: memory against speed; it changes no mask")
     p.add_argument("--pred-iou-thresh", type=float, default=None,
                    help="keep masks whose predicted IoU is above this, in [0, 1] (default: the model's: 0.8 for "
                         "the official models, 0.6 for samkit_nano)")
     p.add_argument("--stability-score-thresh", type=float, default=None,
                    help="keep masks whose stability score is at least this, in [0, 1] (default: the model's: "
                         "0.95 for the official models, 0.8 for samkit_nano)")
-    p.add_argument("--box-nms-thresh", type=float, default=0.7)
-    p.add_argument("--crop-n-layers", type=int, default=0)
-    p.add_argument("--min-mask-region-area", type=int, default=0)
+    p.add_argument("--box-nms-thresh", type=float, default=0.7,
+                   help="of two masks whose boxes overlap with an IoU above this, keep the higher-scored one")
+    p.add_argument("--crop-n-layers", type=int, default=0,
+                   help="layers of image crops segmented too, 0..4 (0: the whole image only; layer i has 4^i crops)")
+    p.add_argument("--min-mask-region-area", type=int, default=0,
+                   help="fill holes and remove islands smaller than this many pixels in each mask (0: off)")
 
 
 def _generator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,14 +91,14 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``auto`` and ``annotate``."""
     p = sub.add_parser("auto", help="segment everything in one image -> SA-1B JSON + overlay PNG")
-    p.add_argument("image")
+    p.add_argument("image", help="the image file")
     add_model_args(p)
     _generator_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_auto)
 
     p = sub.add_parser("annotate", help="annotate a folder of images (recursive, resumable, shardable)")
-    p.add_argument("images_dir")
+    p.add_argument("images_dir", help="folder of images (jpg, png, tif, webp, bmp), searched recursively")
     add_model_args(p)
     _generator_args(p)
     p.add_argument("--out", required=True, help="output folder (mirrors the input tree)")

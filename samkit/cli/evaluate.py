@@ -21,16 +21,30 @@ from samkit.evaluate.tracking import evaluate_tracking, write_tracking_report
 __all__ = ["register"]
 
 
+def label_names(values: list[str] | None) -> list[str]:
+    """The names of ``--label`` options: repeated (``--label a --label b``) and/or comma-separated
+    (``--label a,b``), in order; blanks around names are dropped.
+
+    Raises:
+        ConfigError: an empty name (``--label a,,b``).
+    """
+    names = [name.strip() for value in (values or []) for name in value.split(",")]
+    if any(not name for name in names):
+        raise ConfigError(f"--label has an empty name in {values!r}; give names separated by commas, e.g. "
+                          "--label base,tuned")
+    return names
+
+
 def _labels(args: argparse.Namespace) -> list[tuple[str, str | None, str]]:
     """``(kind, value, label)`` for every model asked for, in command-line order of kind."""
     entries: list[tuple[str, str | None]] = [("checkpoint", c) for c in (args.checkpoint or [])]
     entries += [("model", m) for m in (args.model or [])]
     if not entries:
         entries = [("model", None)]
-    names = list(args.label or [])
+    names = label_names(args.label)
     if names and len(names) != len(entries):
-        raise ConfigError(f"--label was given {len(names)} times for {len(entries)} models; give one per model "
-                          "or none")
+        raise ConfigError(f"--label names {len(names)} models ({', '.join(names)}) but {len(entries)} are evaluated; "
+                          "give one name per model (repeat --label, or separate the names by commas), or none")
     out, seen = [], set()
     for i, (kind, value) in enumerate(entries):
         label = names[i] if names else (Path(value).stem if kind == "checkpoint" else (value or "default"))
@@ -100,15 +114,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.add_argument("--checkpoint", action="append", help="checkpoint to evaluate; repeat to compare several")
     p.add_argument("--model", action="append", help="registered model: its shipped weights when samkit ships "
-                                                    "some, else random weights (a baseline); repeatable")
-    p.add_argument("--label", action="append", help="names of the models in the report, one per model "
-                                                    "(checkpoints first, then --model)")
+                                                    "some, else random weights (a baseline); repeatable; default, "
+                                                    "with no --checkpoint either: samkit_nano with its shipped "
+                                                    "weights")
+    p.add_argument("--label", action="append", metavar="NAME[,NAME...]",
+                   help="names of the models in the report, one per model (checkpoints first, then --model): "
+                        "repeat it (--label base --label tuned) or separate them by commas (--label base,tuned); "
+                        "default: each checkpoint's file name and each model's name")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--out", required=True, help="folder for the CSV/JSON/PNG report")
     p.add_argument("--name", help="dataset name in the report's file names (default from --data and --split)")
-    p.add_argument("--max-clicks", type=int, default=20)
-    p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--max-objects", type=int, default=None, help="at most N objects per image")
+    p.add_argument("--max-clicks", type=int, default=20, help="clicks per object")
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N images (default: all)")
+    p.add_argument("--max-objects", type=int, default=None, help="at most N objects per image (default: all)")
     p.add_argument("--min-area", type=int, default=1, help="skip objects with fewer pixels")
     p.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold")
     p.add_argument("--seed", type=int, default=0, help="synthetic data seed")
@@ -121,11 +139,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "the truth over later frames where the object is visible.")
     add_model_args(p)
     p.add_argument("--out", required=True, help="folder for the JSON/CSV/PNG report")
-    p.add_argument("--clips", type=int, default=10)
-    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--clips", type=int, default=10, help="number of generated clips")
+    p.add_argument("--frames", type=int, default=50, help="frames per clip")
     p.add_argument("--size", type=int, default=256, help="side of the generated frames")
     p.add_argument("--objects", type=int, default=3, help="objects per clip")
     p.add_argument("--seed", type=int, default=10_000, help="seed of the first clip (training clips use others)")
-    p.add_argument("--name", default="generated_clips")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--name", default="generated_clips", help="the report's file names start with this")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval_track)

@@ -14,7 +14,7 @@ from samkit.errors import SamkitError
 from samkit.fileio import write_image
 from samkit.image_predictor import ImagePredictor, check_prompt_extent
 from samkit.imageio import load_image
-from samkit.visualize import overlay
+from samkit.visualize import candidates_sheet, overlay
 from samkit.weights import OFFICIAL, bundled_checkpoint, cache_dir, cached_file
 
 __all__ = ["register"]
@@ -49,7 +49,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    """Segment one object from points and/or a box; write the mask (and an overlay)."""
+    """Segment one object from points and/or a box; write the mask (and an overlay, and the three
+    candidates side by side)."""
     if not args.point and not args.box:
         raise SamkitError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
     image = load_image(args.image)
@@ -74,10 +75,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     print(f"embedding {t1 - t0:.2f} s, prediction {t2 - t1:.2f} s; mask area {int(mask.sum())} px, "
           f"predicted IoU {scores[best]:.3f}")
     print(f"wrote {args.out}")
+    boxes = None if box is None else box[None]
     if args.overlay:
-        write_image(args.overlay, overlay(image, mask[None], points=pts, labels=labels,
-                                          boxes=None if box is None else box[None]))
+        write_image(args.overlay, overlay(image, mask[None], points=pts, labels=labels, boxes=boxes))
         print(f"wrote {args.overlay}")
+    if args.all_candidates:
+        if not multimask:  # the mask above came from the single-mask output: ask for the three candidates too
+            masks, scores, _ = pred.predict(point_coords=pts, point_labels=labels, box=box, multimask_output=True)
+        write_image(args.all_candidates, candidates_sheet(image, masks > 0, scores, points=pts, labels=labels,
+                                                          boxes=boxes))
+        print(f"wrote {args.all_candidates}: the {len(scores)} candidates, predicted IoU "
+              + ", ".join(f"{s:.3f}" for s in scores))
     return 0
 
 
@@ -86,12 +94,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the model variants and which weights are here")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("segment", help="segment one object in an image from points and/or a box")
-    p.add_argument("image")
+    p = sub.add_parser("segment", help="segment one object in an image from points and/or a box",
+                       description="Segment one object of IMAGE from clicks and/or a box and write its mask. "
+                                   "Without --model or --checkpoint the default model (samkit_nano, its weights "
+                                   "ship with samkit) is used. One click gives three candidate masks and the one "
+                                   "with the highest predicted IoU is written; --all-candidates shows all three.")
+    p.add_argument("image", help="the image file (jpg, png, tif, webp, bmp)")
     add_model_args(p)
     p.add_argument("--point", action="append", type=point_arg, metavar="X,Y[,LABEL]",
                    help="a click in pixels; LABEL 1 = object (default), 0 = background; repeatable")
-    p.add_argument("--box", type=box_arg, metavar="X0,Y0,X1,Y1")
-    p.add_argument("--out", required=True, help="binary mask PNG to write")
-    p.add_argument("--overlay", help="also write the mask drawn over the image")
+    p.add_argument("--box", type=box_arg, metavar="X0,Y0,X1,Y1", help="a box around the object, in pixels")
+    p.add_argument("--out", required=True, help="binary mask PNG to write (255 on the object)")
+    p.add_argument("--overlay", metavar="PNG", help="also write the mask drawn over the image")
+    p.add_argument("--all-candidates", metavar="PNG",
+                   help="also write the three candidate masks side by side (each drawn over the image, captioned "
+                        "with its predicted IoU)")
     p.set_defaults(func=cmd_segment)

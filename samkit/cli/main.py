@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Sequence
 
 from samkit.cli import demo, engine, evaluate, export, image, studio, train, video, weights
+from samkit.cli.common import ArgumentParser
 from samkit.errors import SamkitError
 
 __all__ = ["build_parser", "describe_os_error", "main"]
@@ -46,9 +47,10 @@ COMMAND_MODULES = (image, weights, demo, engine, studio, export, video, train, e
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``samkit`` parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="samkit", description="Segment Anything 2 in plain PyTorch.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``samkit`` parser with every subcommand (each one's ``--help`` shows every option's default:
+    :class:`~samkit.cli.common.HelpFormatter`)."""
+    parser = ArgumentParser(prog="samkit", description="Segment Anything 2 in plain PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser

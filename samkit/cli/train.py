@@ -176,7 +176,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "from scratch); only --out, --device and --no-progress apply; rerun to resume")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help="registered model to start from: its shipped weights when samkit ships some, "
-                                   "else random weights (see `samkit models`)")
+                                   "else random weights (see `samkit models`); default, with no --checkpoint "
+                                   "either: samkit_nano with its shipped weights")
     g.add_argument("--checkpoint", help="checkpoint to start from (.pt or .safetensors)")
     p.add_argument("--config", help="model config JSON (ModelConfig fields, as checkpoints record them) for a "
                                     "custom model; with --checkpoint its weights are loaded into it")
@@ -186,10 +187,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="images per micro-batch and process")
     p.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--max-objects", type=int, default=8, help="objects drawn per image")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW; linear warm-up, then cosine "
+                                                           "decay)")
     p.add_argument("--part-lr", type=_part_lr, default=(), metavar="PART=FACTOR,...",
                    help="scale the lr of some parts, e.g. image_encoder=0.1 (the encoder learns 10x slower)")
-    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (not on biases and norms)")
     p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
     p.add_argument("--grad-clip", type=float, default=0.1, help="max gradient norm (0: off)")
     p.add_argument("--train-parts", type=_parts, default=None,
@@ -220,7 +222,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensorboard", default="auto", choices=("auto", "on", "off"),
                    help="TensorBoard logs (auto: when the tensorboard package is installed)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its train_state.pt")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation, the data order and the "
+                                                       "simulated clicks")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -228,7 +231,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="folder to write (read it back with --format labpics --data OUT)")
     p.add_argument("--train", type=int, default=100, help="training images")
     p.add_argument("--test", type=int, default=20, help="test images")
-    p.add_argument("--height", type=int, default=192)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--height", type=int, default=192, help="image height in pixels")
+    p.add_argument("--width", type=int, default=256, help="image width in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated scenes")
     p.set_defaults(func=cmd_make_synthetic_labpics)

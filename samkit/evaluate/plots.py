@@ -14,26 +14,12 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from samkit.errors import ConfigError, MissingDependencyError
+from samkit.errors import ConfigError
+from samkit.visualize import new_figure  # re-exported: evaluate.tracking draws with it too
 
 __all__ = ["plot_iou_curves", "plot_training_curves", "read_metrics_csv"]
 
 PathLike = Union[str, os.PathLike]
-
-
-def new_figure(width: float, height: float) -> Any:
-    """A figure with its own Agg canvas; MissingDependencyError without matplotlib."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "plots need matplotlib, which is not installed; install it with "
-            "pip install 'samkit[plots]' (or pip install matplotlib)"
-        ) from exc
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _integer_locator() -> Any:

@@ -34,7 +34,7 @@ from samkit.model.sam2 import SAM2Model
 from samkit.video.export import BoxSpec, PointSpec, group_prompts
 from samkit.video.frames import require_cv2
 from samkit.video.streaming import StreamingTracker
-from samkit.video.writers import OverlayVideoWriter, masks_to_labels, write_masks_png
+from samkit.video.writers import FramePrompts, OverlayVideoWriter, masks_to_labels, write_masks_png
 
 __all__ = ["FrameStream", "StreamLike", "StreamSummary", "open_stream", "track_stream", "STREAM_TIMEOUT_S"]
 
@@ -335,6 +335,8 @@ def track_stream(model: SAM2Model, source: StreamLike, prompts: Sequence[PointSp
             ids, masks = tracker.add_new_points_or_box(first, obj, points=g["points"] or None,
                                                        labels=g["labels"] or None, box=g["box"], return_logits=True)
         obj_ids = [int(i) for i in ids]
+        first_prompts = [FramePrompts(obj, g["points"], g["labels"], g["box"])
+                         for (_, obj), g in sorted(groups.items())]
         label_dir.mkdir(parents=True, exist_ok=True)
         if overlay:
             writer = OverlayVideoWriter(out / "overlay.mp4", width, height, fps or stream.fps or 24.0, obj_ids)
@@ -345,8 +347,8 @@ def track_stream(model: SAM2Model, source: StreamLike, prompts: Sequence[PointSp
                 labels = masks_to_labels(masks, obj_ids)  # H x W, pixel = the object with the highest logit
                 write_masks_png(label_dir / f"{count:05d}.png", labels)
                 count += 1  # counts the label PNGs written
-                if writer is not None:
-                    writer.write(frame, labels)
+                if writer is not None:  # the first frame with its prompts drawn
+                    writer.write(frame, labels, first_prompts if count == 1 else ())
                 bar.update(1)
                 if max_frames is not None and count >= max_frames:
                     stopped = "max_frames"

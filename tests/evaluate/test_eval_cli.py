@@ -62,3 +62,29 @@ def test_eval_user_errors(setup, tmp_path, capsys):
     assert "--label" in capsys.readouterr().err
     assert main(["eval", "--data", str(root / "nothing"), "--format", "labpics", "--checkpoint", str(a),
                  "--out", str(tmp_path), "--no-progress"]) == 2
+
+
+def test_label_repeated_or_comma_separated(setup, tmp_path, capsys):
+    """--label names the models, repeated per model or comma-separated (or both), in order."""
+    import argparse
+
+    from samkit.cli.evaluate import _labels, label_names
+    from samkit.errors import ConfigError
+
+    assert label_names(["a,b", "c"]) == ["a", "b", "c"] and label_names(["x , y"]) == ["x", "y"]
+    assert label_names(None) == []
+    with pytest.raises(ConfigError, match="empty name"):
+        label_names(["a,,b"])
+    ns = argparse.Namespace(checkpoint=["one.pt", "two.pt"], model=["samkit_nano"], label=["p,q", "r"])
+    assert [label for _, _, label in _labels(ns)] == ["p", "q", "r"]
+    ns.label = ["p,q"]
+    with pytest.raises(ConfigError, match="names 2 models .* but 3 are evaluated"):
+        _labels(ns)
+
+    root, (a, b) = setup
+    out = tmp_path / "report"
+    assert main(["eval", "--data", str(root / "lab"), "--format", "labpics", "--checkpoint", str(a),
+                 "--checkpoint", str(b), "--label", "base,tuned", "--out", str(out), "--max-clicks", "1",
+                 "--max-samples", "1", "--no-progress", "--name", "synth"]) == 0
+    with (out / "synth_summary.csv").open() as fh:
+        assert [r["model"] for r in csv.DictReader(fh)] == ["base", "tuned"]

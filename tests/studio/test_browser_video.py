@@ -41,6 +41,7 @@ from samkit.masks.rle import decode_rle_counts  # noqa: E402
 from samkit.studio import StudioConfig, create_app  # noqa: E402
 from samkit.video.synthetic import SyntheticVideo  # noqa: E402
 from samkit.video.writers import read_masks_png, write_clip_mp4  # noqa: E402
+from samkit.visualize import OBJECT_COLORS  # noqa: E402  (the page's colours: studio.js has the same list)
 from tests.studio.helpers import default_model, depth_map, interior_point, iou, running_server  # noqa: E402
 
 # the module takes about 30 s on a 2-core CPU (most of it Chromium; tracking 20 frames takes 2 s)
@@ -51,7 +52,6 @@ SCREENSHOT = REPO / "docs" / "studio" / "studio_video.png"
 FRAMES, H, W, OBJECTS, SEED = 20, 256, 320, 2, 7  # the generated clip
 NAMES = ["clip.mp4", "scene.png", "zz_broken.mp4"]  # ids 0..2: the clip, an image, a video that cannot be read
 VIEWPORT = {"width": 1440, "height": 900}
-PALETTE = ["#4363d8", "#f032e6", "#bcf60c"]  # the page's colours of ids 0, 1, 2 (studio.js)
 
 # With the shipped samkit_nano weights on this clip (seed 7, written as a lossy mp4), measured
 # against the generator's visible masks through the page and the server:
@@ -232,7 +232,7 @@ def test_click_track_scrub_correct_reload(studio: Studio) -> None:
     assert iou(studio.served_mask(0, 1), clip.truth(0, 1)) >= CLICK_IOU
     # the canvas shows it in object 1's colour (opaque with the slider at the far right)
     page.locator("#opacity").fill("100")
-    colour = rgb_of(PALETTE[1])
+    colour = rgb_of(OBJECT_COLORS[0])  # object id 1
     depth = depth_map(studio.served_mask(0, 1) & clip.truth(0, 1)).astype(float)
     ys, xs = np.indices(depth.shape)
     depth[(xs - x) ** 2 + (ys - y) ** 2 < 12 ** 2] = 0  # not under the click's marker

@@ -198,8 +198,13 @@ def test_cli_stream(clip, tmp_path, capsys, monkeypatch) -> None:
     assert err.startswith("samkit track: error: stream source") and "no such file" in err and err.count("\n") == 1
     assert main(["track", "--stream", str(path), "--point", "500,1", "--out", str(out)]) == 2
     assert "outside the stream's first frame" in capsys.readouterr().err
-    assert main(["track", str(path), "--point", "0,1,1", "--out", str(out), "--max-frames", "2"]) == 2
-    assert "--max-frames goes with --stream" in capsys.readouterr().err
+    # --max-frames N on a VIDEO tracks its first N frames; --frames A:B needs a VIDEO
+    assert main(["track", str(path), "--point", "0,1,1", "--out", str(tmp_path / "first2"), "--max-frames", "2",
+                 "--no-overlay"]) == 0
+    assert "over 2 frames (0..1)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "first2" / "masks").iterdir()) == ["00000.png", "00001.png"]
+    assert main(["track", "--stream", str(path), "--point", "1,1", "--out", str(out), "--frames", "0:2"]) == 2
+    assert "--frames START:STOP needs a VIDEO" in capsys.readouterr().err
     assert main(["track", "--point", "0,1,1", "--out", str(out)]) == 2
     assert "give a VIDEO" in capsys.readouterr().err
 

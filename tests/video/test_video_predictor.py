@@ -505,3 +505,113 @@ def test_track_command(model, clip, tmp_path, monkeypatch, capsys):
     with pytest.raises(PromptError):
         args.func(args)
     assert Path(tmp_path / "o").is_dir()
+
+
+def test_track_video_frame_range_areas_and_overlay(model, clip, tmp_path):
+    """frames=(A, B): only frames A..B-1 are tracked (masks keep the video's numbers); areas.csv has
+    every object's area on every tracked frame; the overlay has the tracked frames only."""
+    cv2 = pytest.importorskip("cv2")
+    from samkit.video.writers import lost_frames, read_areas_csv
+
+    prompts = [PointSpec(4, *_center(clip, 4, 1)[0], obj_id=1), BoxSpec(4, *_box(clip, 4, 2), obj_id=2)]
+    res = track_video(model, list(clip.frames), prompts, tmp_path / "out", frames=(2, 7), progress=False)
+    assert res.frames == range(2, 7) and res.num_frames == 5
+    assert [p.name for p in sorted(res.mask_dir.glob("*.png"))] == [f"{i:05d}.png" for i in range(2, 7)]
+    areas = read_areas_csv(res.areas_csv)
+    assert sorted(areas) == [2, 3, 4, 5, 6] and all(sorted(areas[f]) == [1, 2] for f in areas)
+    for f in areas:  # the areas are the label PNGs' pixel counts
+        lab = read_masks_png(res.mask_dir / f"{f:05d}.png")
+        assert areas[f] == {1: int((lab == 1).sum()), 2: int((lab == 2).sum())}
+    assert res.areas_csv.read_text().splitlines()[0] == "frame,obj,area"
+    assert res.lost == lost_frames(areas)
+    if res.areas_plot is None:
+        assert "matplotlib" in (res.plot_note or "")
+    else:
+        assert res.areas_plot.name == "areas.png" and res.areas_plot.stat().st_size > 0
+    cap = cv2.VideoCapture(str(res.overlay_path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    assert count == 5
+    # the end past the video is the video's end; a prompt outside the range, a start outside the video
+    res = track_video(model, list(clip.frames), prompts, tmp_path / "tail", frames=(4, 99), overlay_video=False,
+                      progress=False)
+    assert res.frames == range(4, 10)
+    with pytest.raises(PromptError, match="only frames 5..9 are tracked"):
+        track_video(model, list(clip.frames), prompts, tmp_path / "x", frames=(5, None), overlay_video=False)
+    with pytest.raises(VideoError, match="frames 0..9"):
+        track_video(model, list(clip.frames), prompts, tmp_path / "x", frames=(10, 12), overlay_video=False)
+
+
+def test_lost_frames_and_areas_csv(tmp_path):
+    from samkit.video.writers import label_areas, lost_frames, read_areas_csv, write_areas_csv
+
+    lab = np.zeros((4, 5), np.uint8)
+    lab[0, :3] = 2
+    assert label_areas(lab, [1, 2]) == {1: 0, 2: 3}
+    areas = {0: {1: 5, 2: 3}, 1: {1: 0, 2: 4}, 2: {1: 0, 2: 0}, 3: {1: 6, 2: 1}}
+    assert lost_frames(areas) == {1: [1, 2], 2: [2]}
+    assert read_areas_csv(write_areas_csv(tmp_path / "a.csv", areas)) == areas
+
+
+def test_overlay_video_draws_legend_and_prompts(tmp_path):
+    """Each object in its id's colour, a legend of the ids in the top-left corner, and the prompts
+    given on a frame drawn on it in their object's colour."""
+    pytest.importorskip("cv2")
+    from samkit.video.writers import FramePrompts
+    from samkit.visualize import object_color
+
+    frame = np.full((120, 160, 3), 128, np.uint8)
+    labels = np.zeros((120, 160), np.uint8)
+    labels[60:100, 20:60] = 1
+    labels[60:100, 100:140] = 3
+    with OverlayVideoWriter(tmp_path / "o.mp4", 160, 120, obj_ids=[1, 3]) as w:
+        plain = np.asarray(w.picture(frame, labels)).astype(int)
+        prompted = np.asarray(w.picture(frame, labels, [FramePrompts(3, box=[95, 55, 145, 105]),
+                                                         FramePrompts(1, points=[[40, 80]], labels=[1])])).astype(int)
+        w.write(frame, labels, [FramePrompts(1, points=[[40, 80]], labels=[1])])
+    assert w.frames_written == 1
+
+    def has(picture, region, rgb):
+        return bool((np.abs(picture[region] - rgb.astype(int)).max(axis=-1) == 0).any())
+
+    corner = (slice(0, 30), slice(0, 20))
+    assert has(plain, corner, object_color(1)) and has(plain, corner, object_color(3))  # the legend's swatches
+    assert not has(plain, (slice(0, 120), slice(80, 160)), object_color(1))  # object 1 is only on the left
+    box_edge = (slice(54, 57), slice(95, 146))
+    assert not has(plain, box_edge, object_color(3)) and has(prompted, box_edge, object_color(3))
+    assert has(prompted, (slice(76, 85), slice(36, 45)), np.array([40, 220, 40]))  # the positive click
+    w2 = OverlayVideoWriter(tmp_path / "n.mp4", 160, 120, obj_ids=[1], legend=False)
+    assert not has(np.asarray(w2.picture(frame, labels)).astype(int), corner, object_color(1))
+    w2.close()
+
+
+def test_track_command_frames_and_max_frames(model, clip, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    from PIL import Image
+
+    for i, frame in enumerate(clip.frames):
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+    monkeypatch.setattr(video_cli, "model_from_args", lambda args: model)
+    parser = build_parser()
+    x, y = _center(clip, 3, 1)[0]
+    args = parser.parse_args(["track", str(folder), "--point", f"3,{x},{y}", "--frames", "2:5", "--out",
+                              str(tmp_path / "a"), "--no-overlay"])
+    assert args.frames == (2, 5) and args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "over 3 frames (2..4)" in text and "areas.csv" in text
+    assert sorted(p.name for p in (tmp_path / "a" / "masks").iterdir()) == ["00002.png", "00003.png", "00004.png"]
+    args = parser.parse_args(["track", str(folder), "--point", f"0,{x},{y}", "--max-frames", "2", "--out",
+                              str(tmp_path / "b"), "--no-overlay"])
+    assert args.func(args) == 0 and "over 2 frames (0..1)" in capsys.readouterr().out
+    assert video_cli._spans([3, 4, 5, 9]) == "3-5, 9"  # how the command lists the frames an object was lost on
+    assert parser.parse_args(["track", "v", "--frames", "7:", "--out", "o"]).frames == (7, None)
+    assert parser.parse_args(["track", "v", "--frames", ":4", "--out", "o"]).frames == (0, 4)
+    for bad in ("5", "4:2", "a:b", "-1:3"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["track", "v", "--frames", bad, "--out", "o"])
+    assert "START:STOP" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one or the other
+        parser.parse_args(["track", "v", "--frames", "0:2", "--max-frames", "2", "--out", "o"])

@@ -17,11 +17,13 @@ import { closeVideo, initVideo, invalidateVideo, openVideo, seekVideo, videoFram
 
 // ---------------------------------------------------------------------------------- constants
 
-// Colour of accepted annotation `id`: PALETTE[id % PALETTE.length] (no cyan: that is the object in
-// progress; no amber: the focused proposal).
+// Colour of object or annotation `id`: PALETTE[(id - 1) % PALETTE.length], so ids 1..20 have the
+// colours of samkit's own pictures (samkit.visualize.OBJECT_COLORS, the same list: a test compares
+// them); neighbouring ids are far apart. No cyan (the object in progress), amber (the focused
+// proposal) or white (proposals).
 const PALETTE = [
-  "#4363d8", "#f032e6", "#bcf60c", "#f58231", "#e6194b", "#3cb44b", "#911eb4", "#ffd8b1",
-  "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000",
+  "#e6194b", "#3cb44b", "#4363d8", "#f99379", "#dcd300", "#008080", "#b3446c", "#000075", "#bcf60c", "#c2b280",
+  "#875692", "#800000", "#808000", "#e6beff", "#f032e6", "#654522", "#aaffc3", "#0067a5", "#e25822", "#008856",
 ];
 const CURRENT_RGB = hexRgb("#1ad1ff"); // the object in progress
 const PROPOSAL_RGB = hexRgb("#ffffff"); // pending proposals
@@ -32,7 +34,7 @@ const CLIENT_KEY = "samkit-studio-client";
 const TOKEN_KEY = "samkit-studio-token";
 
 export function colorOf(id) {
-  return PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length];
+  return PALETTE[(((id - 1) % PALETTE.length) + PALETTE.length) % PALETTE.length];
 }
 
 // ---------------------------------------------------------------------------------- session
