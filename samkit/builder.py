@@ -4,6 +4,7 @@ the same for the front ends, with a line saying which weights the model has."""
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 
 import torch
@@ -55,9 +56,41 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would use (``$CXX``, else ``c++``, ``g++``
+    or ``clang++`` on the PATH), or None when there is none."""
+    for name in filter(None, (os.environ.get("CXX"), "c++", "g++", "clang++")):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def compile_decoder(model: SAM2Model) -> bool:
+    """Compile the per-prompt part of the mask decoder's inference path (``torch.compile``;
+    see :meth:`samkit.model.mask_decoder.MaskDecoder.compile_fast_path`). The work happens at the
+    first predictions (about a minute on a small CPU, again for new prompt-batch shapes);
+    masks equal the eager ones to float32 rounding.
+
+    Returns False, after one warning, where it cannot work: on the CPU without a C++ compiler,
+    or with a torch lacking ``torch.compile``. A compilation that fails later falls back to
+    eager with a warning as well. Either way the model keeps working, eagerly.
+    """
+    if not hasattr(torch, "compile"):
+        warnings.warn("compile=True needs torch >= 2.0 (torch.compile); the decoder runs eagerly", RuntimeWarning,
+                      stacklevel=2)
+        return False
+    if model.device.type == "cpu" and cpp_compiler() is None:
+        warnings.warn("compile=True: torch.compile needs a C++ compiler on the CPU (g++ or clang++; none found on the "
+                      "PATH, nor $CXX); the decoder runs eagerly (the same masks, slower). Install one, e.g. "
+                      "`apt-get install g++`", RuntimeWarning, stacklevel=2)
+        return False
+    model.sam_mask_decoder.compile_fast_path()
+    return True
+
+
 def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu", *, eval_mode: bool = True,
-                pretrained: bool | None = None) -> SAM2Model:
+                pretrained: bool | None = None, compile: bool = False) -> SAM2Model:
     """Build a SAM 2 model.
 
     * ``build_model()``: the default model (``samkit_nano``) with the weights that ship with samkit
@@ -77,6 +110,9 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
             that ship with samkit for it. ``None``: when there are some (never the network);
             ``True``: required: shipped ones, else the official checkpoint from the cache or
             downloaded (an error if there is neither); ``False``: random weights.
+        compile: compile the mask decoder's inference path (:func:`compile_decoder`): opt-in,
+            faster for many prompts per image (the automatic mask generator) after a slow first
+            call; without a C++ compiler a warning and the eager path.
     """
     device = check_device(device)  # an unknown device fails before any file is read
     cfg: ModelConfig | None = None
@@ -120,11 +156,14 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
     if sd is not None:
         load_into(model, sd, checkpoint)
     model = model.to(device)
+    if compile:
+        compile_decoder(model)
     return model.eval() if eval_mode else model
 
 
 def load_model(name: str | None = None, checkpoint: str | os.PathLike | None = None,
-               device: str | torch.device = "cpu", *, pretrained: bool | None = None) -> tuple[SAM2Model, str]:
+               device: str | torch.device = "cpu", *, pretrained: bool | None = None,
+               compile: bool = False) -> tuple[SAM2Model, str]:
     """The model a user asked for, and one line saying exactly which weights it has.
 
     * ``checkpoint``: the file's weights (the variant detected from it, or checked against
@@ -134,11 +173,23 @@ def load_model(name: str | None = None, checkpoint: str | os.PathLike | None = N
     * ``pretrained=True``: trained weights required: the shipped ones, else Meta's official
       checkpoint from the cache, downloaded the first time (``--pretrained`` on the command line).
       ``False``: random weights.
+    * ``compile``: as in :func:`build_model`; the description then ends with whether the
+      decoder is compiled.
 
     Returns:
         ``(model in eval mode on device, description)``, e.g. ``"sam2.1_hiera_tiny from
         sam2.1_hiera_tiny.pt"`` or ``"sam2.1_hiera_tiny with RANDOM weights (none ship for it): ..."``.
     """
+    model, description = _load_model(name, checkpoint, device, pretrained)
+    if compile:
+        done = compile_decoder(model)
+        description += ("; decoder compiled (torch.compile: the first predictions take a minute)" if done
+                        else "; decoder NOT compiled (see the warning), running eagerly")
+    return model, description
+
+
+def _load_model(name: str | None, checkpoint: str | os.PathLike | None, device: str | torch.device,
+                pretrained: bool | None) -> tuple[SAM2Model, str]:
     device = check_device(device)  # before a download
     if checkpoint is not None:
         if pretrained:

@@ -50,7 +50,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model NAME [--pretrained] | --checkpoint FILE`` and ``--device``."""
+    """``--model NAME [--pretrained] | --checkpoint FILE``, ``--device`` and ``--compile``."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help="registered model name or Hugging Face id (see `samkit models`); default, "
                                    "with no --checkpoint either: samkit_nano, the default model, with the weights "
@@ -61,11 +61,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="with --model: Meta's official weights, downloaded once into the cache (see `samkit "
                         "download`); without it an official variant has random weights")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the mask decoder (torch.compile; needs a C++ compiler on the CPU, else a warning "
+                        "and the eager path): faster for many prompts per image (auto, annotate) after about a "
+                        "minute of compiling at the first image")
 
 
 def model_from_args(args: argparse.Namespace) -> SAM2Model:
-    """The model of ``--model/--checkpoint/--pretrained/--device``; prints which weights it has."""
-    model, description = load_model(args.model, args.checkpoint, args.device, pretrained=args.pretrained or None)
+    """The model of ``--model/--checkpoint/--pretrained/--device/--compile``; prints which weights it has."""
+    model, description = load_model(args.model, args.checkpoint, args.device, pretrained=args.pretrained or None,
+                                    compile=getattr(args, "compile", False))
     print(f"model: {description}")
     return model
 
