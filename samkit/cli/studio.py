@@ -91,7 +91,11 @@ def cmd_studio(args: argparse.Namespace) -> int:
         if not len(state.catalog):
             print(f"note: no images found in '{images}' (extensions: .jpg .jpeg .png .bmp .tif .tiff .webp)")
         server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="on"))
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # Ctrl+C is how a studio ends: a clean stop, whatever the uvicorn version
+            pass
+        print("samkit studio: stopped; every accept was already saved")
     finally:
         sock.close()
     return 0
