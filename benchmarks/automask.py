@@ -6,8 +6,9 @@
     python benchmarks/automask.py ... --threads 1   # on a machine shared with other jobs
 
 Prints, per model and image, the time of ``generate()`` for the official generator and for
-samkit (eager fp32; with ``--compile`` also ``build_model(..., compile=True)``, timed after one
-warm-up call that compiles), the ratios, samkit's time in the image embedding, and how the
+samkit (eager fp32; with ``--bf16`` also the bf16 fast mode, ``compute_dtype=torch.bfloat16``;
+with ``--compile`` also ``build_model(..., compile=True)``, timed after one warm-up call that
+compiles), the ratios, samkit's time in the image embedding, and how the
 masks agree: the counts, the smallest IoU of a samkit mask with its official match and the
 largest differences of predicted IoU and stability score.
 
@@ -25,6 +26,7 @@ loaded with the same state dict), where many masks survive.
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import sys
 import time
@@ -39,6 +41,7 @@ import samkit  # noqa: E402
 from samkit.automask.generator import AutoMaskGenerator  # noqa: E402
 from samkit.builder import compile_decoder  # noqa: E402
 from samkit.imageio import load_image  # noqa: E402
+from samkit.model.precision import set_compute_dtype  # noqa: E402
 from samkit.weights import bundled_checkpoint  # noqa: E402
 from tests.parity.oracle import build_oracle, build_oracle_like  # noqa: E402
 
@@ -101,6 +104,11 @@ def run(model_name: str, image_path: str | None, args: argparse.Namespace) -> No
     b, t_ours = timed(lambda: sg.generate(image))
     _, t_embed = timed(lambda: sg.predictor.set_image(image))  # the image embedding's share
     rows = [("samkit eager", t_ours, b)]
+    if args.bf16:
+        fast = set_compute_dtype(copy.deepcopy(ours), torch.bfloat16)
+        fg = AutoMaskGenerator(fast, **kw)
+        f, t_fast = timed(lambda: fg.generate(image))
+        rows.append(("samkit bf16 mode (eager)", t_fast, f))
     if args.compile:
         compiled = samkit.build_model(model_name, shipped) if shipped is not None else samkit.build_model(model_name)
         compiled.load_state_dict(ours.state_dict())
@@ -133,6 +141,9 @@ def main() -> None:
     ap.add_argument("--pred-iou-thresh", type=float, default=None, help="default: 0.8 (nano 0.5)")
     ap.add_argument("--stability-score-thresh", type=float, default=None, help="default: 0.95 (nano 0.7)")
     ap.add_argument("--compile", action="store_true", help="also time samkit with the compiled decoder")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time samkit's bf16 fast mode (compute_dtype=torch.bfloat16; its masks are compared "
+                         "with the official float32 ones)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     args = ap.parse_args()
     if args.threads:

@@ -13,6 +13,7 @@ from samkit.checkpoint import check_matches, detect_variant, load_into, read_che
 from samkit.configs import ModelConfig, get_config
 from samkit.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from samkit.model.sam2 import SAM2Model
+from samkit.model.precision import parse_dtype, set_compute_dtype
 from samkit.weights import BUNDLED, bundled_checkpoint, download_checkpoint, is_official, resolve_name
 
 # The model used when none is named: samkit's own small model, whose trained weights ship with the
@@ -90,7 +91,8 @@ def compile_decoder(model: SAM2Model) -> bool:
 
 def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.PathLike | None = None,
                 device: str | torch.device = "cpu", *, eval_mode: bool = True,
-                pretrained: bool | None = None, compile: bool = False) -> SAM2Model:
+                pretrained: bool | None = None, compile: bool = False,
+                compute_dtype: str | torch.dtype | None = None) -> SAM2Model:
     """Build a SAM 2 model.
 
     * ``build_model()``: the default model (``samkit_nano``) with the weights that ship with samkit
@@ -113,8 +115,14 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
         compile: compile the mask decoder's inference path (:func:`compile_decoder`): opt-in,
             faster for many prompts per image (the automatic mask generator) after a slow first
             call; without a C++ compiler a warning and the eager path.
+        compute_dtype: ``torch.bfloat16`` (or ``"bf16"``): the bf16 fast mode
+            (:func:`samkit.model.precision.set_compute_dtype`: the image encoder, memory
+            attention and memory encoder in bfloat16, the rest float32); None / float32: exact
+            float32 (default). Every predictor, the generator, the video predictor and the studio
+            run the model in the mode it was built in.
     """
-    device = check_device(device)  # an unknown device fails before any file is read
+    dtype = parse_dtype(compute_dtype)  # a bad dtype fails before any file is read
+    device = check_device(device)
     cfg: ModelConfig | None = None
     if isinstance(name, ModelConfig):
         cfg = name
@@ -156,6 +164,7 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
     if sd is not None:
         load_into(model, sd, checkpoint)
     model = model.to(device)
+    set_compute_dtype(model, dtype)
     if compile:
         compile_decoder(model)
     return model.eval() if eval_mode else model
@@ -163,7 +172,7 @@ def build_model(name: str | ModelConfig | None = None, checkpoint: str | os.Path
 
 def load_model(name: str | None = None, checkpoint: str | os.PathLike | None = None,
                device: str | torch.device = "cpu", *, pretrained: bool | None = None,
-               compile: bool = False) -> tuple[SAM2Model, str]:
+               compile: bool = False, compute_dtype: str | torch.dtype | None = None) -> tuple[SAM2Model, str]:
     """The model a user asked for, and one line saying exactly which weights it has.
 
     * ``checkpoint``: the file's weights (the variant detected from it, or checked against
@@ -175,12 +184,17 @@ def load_model(name: str | None = None, checkpoint: str | os.PathLike | None = N
       ``False``: random weights.
     * ``compile``: as in :func:`build_model`; the description then ends with whether the
       decoder is compiled.
+    * ``compute_dtype``: as in :func:`build_model`; the description then says bf16.
 
     Returns:
         ``(model in eval mode on device, description)``, e.g. ``"sam2.1_hiera_tiny from
         sam2.1_hiera_tiny.pt"`` or ``"sam2.1_hiera_tiny with RANDOM weights (none ship for it): ..."``.
     """
+    dtype = parse_dtype(compute_dtype)
     model, description = _load_model(name, checkpoint, device, pretrained)
+    if dtype != torch.float32:
+        set_compute_dtype(model, dtype)
+        description += "; bf16 fast mode (image encoder and memory modules in bfloat16, decoder float32)"
     if compile:
         done = compile_decoder(model)
         description += ("; decoder compiled (torch.compile: the first predictions take a minute)" if done

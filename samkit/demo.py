@@ -56,15 +56,16 @@ def _step(label: str, t0: float, wrote: Path | str, extra: str = "") -> None:
 
 def run_demo(out: Path, device: str = "cpu", model_name: Optional[str] = None, checkpoint: Optional[str] = None,
              *, points_per_side: int = 24, clip_frames: int = 50, progress: bool = False,
-             pretrained: Optional[bool] = None) -> int:
+             pretrained: Optional[bool] = None, compute_dtype: str = "fp32", compile: bool = False) -> int:
     """Run the demo into ``out`` with the model of :func:`samkit.builder.load_model` (``model_name``
     or ``checkpoint``, default the shipped default model; ``pretrained=True``: the official weights
-    of ``model_name``, downloaded once) on ``device``. Returns the process exit
-    code (0)."""
+    of ``model_name``, downloaded once) on ``device``, in ``compute_dtype`` (``"fp32"`` or ``"bf16"``),
+    with the decoder compiled when ``compile``. Returns the process exit code (0)."""
     out.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
     t = time.perf_counter()
-    model, description = load_model(model_name, checkpoint, device, pretrained=pretrained)
+    model, description = load_model(model_name, checkpoint, device, pretrained=pretrained, compile=compile,
+                                    compute_dtype=compute_dtype)
     print(f"model: {description}")
     _step("build model", t, f"{model.cfg.name}, {model.image_size} px input")
 

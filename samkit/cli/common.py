@@ -50,7 +50,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model NAME [--pretrained] | --checkpoint FILE``, ``--device`` and ``--compile``."""
+    """``--model NAME [--pretrained] | --checkpoint FILE``, ``--device``, ``--dtype`` and ``--compile``."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help="registered model name or Hugging Face id (see `samkit models`); default, "
                                    "with no --checkpoint either: samkit_nano, the default model, with the weights "
@@ -65,12 +65,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="compile the mask decoder (torch.compile; needs a C++ compiler on the CPU, else a warning "
                         "and the eager path): faster for many prompts per image (auto, annotate) after about a "
                         "minute of compiling at the first image")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32: exact; bf16: the fast mode (image encoder, memory attention and memory encoder in "
+                        "bfloat16, the decoder in float32; masks close to fp32, not equal; see README, Speed)")
 
 
 def model_from_args(args: argparse.Namespace) -> SAM2Model:
-    """The model of ``--model/--checkpoint/--pretrained/--device/--compile``; prints which weights it has."""
+    """The model of ``--model/--checkpoint/--pretrained/--device/--dtype/--compile``; prints which weights it has."""
     model, description = load_model(args.model, args.checkpoint, args.device, pretrained=args.pretrained or None,
-                                    compile=getattr(args, "compile", False))
+                                    compile=getattr(args, "compile", False),
+                                    compute_dtype=getattr(args, "dtype", "fp32"))
     print(f"model: {description}")
     return model
 

@@ -15,7 +15,7 @@ __all__ = ["register"]
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo into ``--out``."""
     return run_demo(Path(args.out), device=args.device, model_name=args.model, checkpoint=args.checkpoint,
-                    pretrained=args.pretrained or None)
+                    pretrained=args.pretrained or None, compute_dtype=args.dtype, compile=args.compile)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

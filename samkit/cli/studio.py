@@ -74,7 +74,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port is 0 to 65535, got {args.port}")
     sock = open_socket(args.host, args.port)
     try:
-        model, description = load_model(args.model, args.checkpoint, args.device, pretrained=args.pretrained or None)
+        model, description = load_model(args.model, args.checkpoint, args.device, pretrained=args.pretrained or None,
+                                        compile=args.compile, compute_dtype=args.dtype)
         print(f"model: {description}")
         out.mkdir(parents=True, exist_ok=True)
         config = StudioConfig(images, out, propose=args.propose, token=token, only=only,

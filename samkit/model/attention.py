@@ -8,6 +8,37 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# Logits per chunk of the bf16 CPU attention (bytes): chunks of this size are reused from the heap.
+BF16_LOGITS_CHUNK = 16 << 20
+
+
+def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Exact softmax attention as GEMM, softmax, GEMM over chunks of queries: ``B x H x Nq x C``,
+    ``B x H x Nk x C``, ``B x H x Nk x Cv`` -> ``B x H x Nq x Cv``. For bfloat16 on the CPU, where
+    the fused kernel gains nothing over float32 and two bf16 GEMMs do."""
+    b, h, n, c = q.shape
+    m = k.shape[-2]
+    rows = max(1, min(n, BF16_LOGITS_CHUNK // max(1, b * h * m * q.element_size())))
+    kt = (k * c ** -0.5).transpose(-1, -2)
+    out = torch.empty(b, h, n, v.shape[-1], dtype=q.dtype, device=q.device)
+    logits = torch.empty(b, h, rows, m, dtype=q.dtype, device=q.device)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        chunk = logits[:, :, : stop - start]
+        torch.matmul(q[:, :, start:stop], kt, out=chunk)
+        torch.matmul(torch.softmax(chunk, dim=-1), v, out=out[:, :, start:stop])
+    return out
+
+
+def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """Softmax attention ``B x H x N x C`` (no mask), scale ``C ** -0.5``: PyTorch's fused kernel,
+    except for bfloat16 on the CPU without gradients (:func:`_chunked_attention`, the bf16 mode)."""
+    if (q.dtype == torch.bfloat16 and q.device.type == "cpu" and dropout_p == 0.0
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))):
+        return _chunked_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+
+
 class Attention(nn.Module):
     """Multi-head attention whose inner width may be ``embedding_dim // downsample_rate``.
 
@@ -44,7 +75,7 @@ class Attention(nn.Module):
         return tuple(t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0)
+        out = scaled_dot_product(q, k, v, dropout_p=self.dropout_p if self.training else 0.0)
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit.model.attention import scaled_dot_product
 from samkit.model.layers import MLP, DropPath
 
 
@@ -89,7 +90,7 @@ class MultiScaleAttention(nn.Module):
             q = _pool_nhwc(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = scaled_dot_product(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
 
 
@@ -184,7 +185,22 @@ class Hiera(nn.Module):
             dim = dim_out
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        """Background embedding resized to ``h x w`` plus the tiled window embedding: ``1 x h x w x C``."""
+        """Background embedding resized to ``h x w`` plus the tiled window embedding: ``1 x h x w x C``.
+
+        Without gradients the result is kept for the size, dtype and weights it was made from (a
+        bicubic resize of the whole grid per image otherwise)."""
+        key = (h, w, self.pos_embed.dtype, self.pos_embed.device, self.pos_embed._version,
+               self.pos_embed_window._version)
+        if not torch.is_grad_enabled():
+            cached = getattr(self, "_pos_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            out = self._pos_embed_uncached(h, w)
+            self._pos_cache = (key, out)
+            return out
+        return self._pos_embed_uncached(h, w)
+
+    def _pos_embed_uncached(self, h: int, w: int) -> torch.Tensor:
         bg = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
         win = self.pos_embed_window
         reps = (1, 1, h // win.shape[2], w // win.shape[3])

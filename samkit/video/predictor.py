@@ -24,15 +24,15 @@ Differences from the official predictor (outputs are otherwise the same):
   alone, where it has no effect;
 * memory features are stored in ``memory_dtype`` (bfloat16, as the official predictor does)
   and used in float32;
-* ``compute_dtype=torch.bfloat16`` runs the networks under autocast (what the official
-  examples do on GPUs with ``torch.autocast("cuda", dtype=torch.bfloat16)``); off by default,
-  so that results equal the float32 ones. On CPUs with AMX it is 2-3x faster; masks differ
-  slightly from float32 ones.
+* the model's bf16 fast mode (``build_model(..., compute_dtype=torch.bfloat16)``, or
+  ``compute_dtype=`` here) runs the image encoder, memory attention and memory encoder in
+  bfloat16 weights and activations, without autocast (:mod:`samkit.model.precision`); off by
+  default, so that results equal the float32 ones; masks differ slightly from float32 ones.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 from collections.abc import Hashable, Iterator
 from typing import Any
 
@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from samkit.errors import ConfigError, PromptError, StateError, VideoError
 from samkit.lru import LRUCache
+from samkit.model.precision import compute_dtype as model_compute_dtype, parse_dtype, set_compute_dtype
 from samkit.model.sam2 import NO_OBJECT_LOGIT, SAM2Model, SamHeadsOutput
 from samkit.prompts import FEEDBACK_CLAMP
 from samkit.video.frames import VideoLike, open_video
@@ -85,8 +86,10 @@ class VideoPredictor:
             :mod:`samkit.video.state`); False keeps everything, like the official predictor.
         memory_dtype: dtype of stored memory features (None: float32).
         feature_cache_size: how many frames' image features to keep.
-        compute_dtype: run the networks under ``torch.autocast`` with this dtype (e.g.
-            ``torch.bfloat16``); None (default) computes in float32.
+        compute_dtype: None (default): the mode the model was built in. A dtype other than the
+            model's (``torch.bfloat16`` for a float32 model): the predictor runs a copy of the
+            model in that mode (:func:`samkit.model.precision.set_compute_dtype`), leaving the
+            given model as it is; build the model with ``compute_dtype=`` to avoid the copy.
         progress: show a progress bar while propagating.
     """
 
@@ -102,6 +105,8 @@ class VideoPredictor:
             raise ConfigError(f"fill_hole_area must be >= 0, got {fill_hole_area}")
         if feature_cache_size < 1:
             raise ConfigError(f"feature_cache_size must be >= 1, got {feature_cache_size}")
+        if compute_dtype is not None and parse_dtype(compute_dtype) != model_compute_dtype(model):
+            model = set_compute_dtype(copy.deepcopy(model), compute_dtype)
         self.model = model
         self.tracker = Tracker(model, binarize_mask_from_pts=binarize_mask_from_pts_for_mem_enc)
         self.fill_hole_area = int(fill_hole_area)
@@ -112,7 +117,7 @@ class VideoPredictor:
         self.bounded_memory = bounded_memory
         self.memory_dtype = memory_dtype or torch.float32
         self.feature_cache_size = feature_cache_size
-        self.compute_dtype = compute_dtype
+        self.compute_dtype = model_compute_dtype(model)
         self.progress = progress
 
     # ------------------------------------------------------------------ properties
@@ -127,12 +132,6 @@ class VideoPredictor:
     @property
     def cfg(self):
         return self.model.cfg
-
-    def _compute(self) -> contextlib.AbstractContextManager:
-        """The autocast context of ``compute_dtype`` (a no-op when None)."""
-        if self.compute_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
 
     # ------------------------------------------------------------------ session
     @torch.inference_mode()
@@ -203,10 +202,9 @@ class VideoPredictor:
         prev_logits = track.latest_logits(frame, state.device)
         if prev_logits is not None:
             prev_logits = prev_logits.clamp(-FEEDBACK_CLAMP, FEEDBACK_CLAMP)
-        with self._compute():
-            feats = self._features(state, frame)
-            heads = self._decode(state, track, frame, feats, is_init=is_init, reverse=reverse, points=prompt,
-                                 prev_logits=prev_logits)
+        feats = self._features(state, frame)
+        heads = self._decode(state, track, frame, feats, is_init=is_init, reverse=reverse, points=prompt,
+                             prev_logits=prev_logits)
         is_cond = is_init or self.add_all_frames_to_correct_as_cond
         track.prompts[frame] = prompt
         track.pending[frame] = self._output(state, heads, memory=None, is_cond=is_cond)
@@ -232,9 +230,8 @@ class VideoPredictor:
         track = self._track_of(state, obj_id, create=True)
         is_init = frame not in track.tracked
         reverse = False if is_init else track.tracked[frame]
-        with self._compute():
-            feats = self._features(state, frame)
-            heads = self._decode(state, track, frame, feats, is_init=is_init, reverse=reverse, mask=m)
+        feats = self._features(state, frame)
+        heads = self._decode(state, track, frame, feats, is_init=is_init, reverse=reverse, mask=m)
         is_cond = is_init or self.add_all_frames_to_correct_as_cond
         track.prompts[frame] = MaskPrompt(m)
         track.pending[frame] = self._output(state, heads, memory=None, is_cond=is_cond)
@@ -288,11 +285,10 @@ class VideoPredictor:
             for frame in sorted(track.pending):
                 out = track.pending[frame]
                 if out.memory is None:
-                    with self._compute():
-                        feats = self._features(state, frame)
-                        high = self.tracker.upsample(out.logits.to(state.device))
-                        mem, _ = self.tracker.encode_memory(feats.vision, high, out.object_score.to(state.device),
-                                                            from_points=True)
+                    feats = self._features(state, frame)
+                    high = self.tracker.upsample(out.logits.to(state.device))
+                    mem, _ = self.tracker.encode_memory(feats.vision, high, out.object_score.to(state.device),
+                                                        from_points=True)
                     out.memory = mem.to(state.storage_device, self.memory_dtype)
                 if not out.is_cond and frame in track.cond:
                     if not self.keep_corrections:
@@ -337,8 +333,7 @@ class VideoPredictor:
         else:
             order = range(start, min(start + count, n - 1) + 1)
         for frame in tqdm(order, desc="propagate in video", disable=not self.progress):
-            with self._compute():
-                lows = self._propagate_frame(state, frame, reverse)
+            lows = self._propagate_frame(state, frame, reverse)
             yield frame, state.obj_ids, self._to_video(state, torch.cat(lows, dim=0))
 
     def _propagate_frame(self, state: InferenceState, frame: int, reverse: bool) -> list[torch.Tensor]:

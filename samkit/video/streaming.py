@@ -181,10 +181,9 @@ class StreamingTracker:
         if not state.objects:
             return [], np.zeros((0, *self._last.shape[:2]), dtype=np.float32 if return_logits else bool)
         predictor.propagate_in_video_preflight(state)
-        with predictor._compute():
-            if previous >= 0 and any(previous not in t.tracked for t in state.tracks()):
-                predictor._propagate_frame(state, previous, reverse=False)  # the prompted frame, as propagation starts
-            lows = predictor._propagate_frame(state, index, reverse=False)
+        if previous >= 0 and any(previous not in t.tracked for t in state.tracks()):
+            predictor._propagate_frame(state, previous, reverse=False)  # the prompted frame, as propagation starts
+        lows = predictor._propagate_frame(state, index, reverse=False)
         self._forget_before(index - self._history)
         return self._masks(predictor._to_video(state, torch.cat(lows, dim=0)), return_logits)
 
