@@ -166,3 +166,29 @@ def test_auto_and_annotate_commands_with_a_real_model(tmp_path):
     assert main(["annotate", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "all"),
                  "--overlays"] + loose) == 0
     assert json.loads((tmp_path / "all" / "summary.json").read_text())["images_done"] == 2
+
+
+def test_a_text_file_of_paths_and_a_glob_give_the_folders_names(tmp_path):
+    make_images(tmp_path / "in", 6)  # a/img1.png a/img3.jpg a/img5.png, b/c/img0.jpg b/c/img2.png b/c/img4.png
+    annotate_folder(SquaresGenerator(), tmp_path / "in", tmp_path / "folder", progress=False)
+    listing = tmp_path / "lists" / "todo.txt"
+    listing.parent.mkdir()
+    listing.write_text("# relative lines start at this file's folder\n../in/a/img1.png\n\n"
+                       f"{tmp_path / 'in' / 'b' / 'c' / 'img2.png'}\n../in/a/img1.png\n../in/a/gone.png\n")
+    s = annotate_folder(SquaresGenerator(), listing, tmp_path / "listed", progress=False)
+    assert s.images_total == 3 and s.annotated == 2  # the duplicate line counted once
+    assert [f["file"] for f in s.failed] == ["a/gone.png"] and "gone.png" in s.failed[0]["error"]
+    for name in ("a/img1.json", "b/c/img2.json"):  # named below the common folder, as from the folder
+        assert (tmp_path / "listed" / name).read_bytes() == (tmp_path / "folder" / name).read_bytes()
+    out = tmp_path / "in" / "ann"  # inside the tree: its overlays are not images to annotate
+    s = annotate_folder(SquaresGenerator(), str(tmp_path / "in" / "**" / "*.png"), out, overlays=True,
+                        progress=False)
+    assert s.annotated == 4 and not s.failed
+    assert (out / "b" / "c" / "img4.json").read_bytes() == (tmp_path / "folder" / "b" / "c" / "img4.json").read_bytes()
+    gen = SquaresGenerator()
+    again = annotate_folder(gen, str(tmp_path / "in" / "**" / "*.png"), out, overlays=True, progress=False)
+    assert gen.calls == 0 and again.skipped_existing == 4 and again.images_total == 4
+    with pytest.raises(SamkitError, match="samkit auto"):
+        annotate_folder(SquaresGenerator(), tmp_path / "in" / "a" / "img1.png", tmp_path / "one", progress=False)
+    with pytest.raises(SamkitError, match="does not exist"):
+        annotate_folder(SquaresGenerator(), tmp_path / "nowhere", tmp_path / "none", progress=False)

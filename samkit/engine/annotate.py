@@ -1,6 +1,7 @@
 """Annotating folders of images: listing, shards, resume, the loop and its summary.
 
-``annotate_folder(generator, IMAGES_DIR, OUT_DIR)`` annotates a whole folder tree, resumably:
+``annotate_folder(generator, IMAGES, OUT_DIR)`` annotates a whole folder tree (or the images a
+text file or a glob names, :mod:`samkit.engine.inputs`), resumably:
 
 * every image (the suffixes of :data:`samkit.imageio.IMAGE_EXTENSIONS`, recursive, hidden files
   and the output folder skipped) goes through one :class:`AnnotateWorker`, whose writer (by
@@ -16,6 +17,10 @@
 * ``shard=(I, N)`` takes a deterministic share of the images (by a hash of the relative path),
   so N processes or machines can split the work without talking to each other;
 * ``summary.json`` and ``masks_per_image.png`` give the masks-per-image histogram in the SA-1B bins.
+
+The driver's part of a run (listing, skipping finished images, the summary) is :func:`prepare_run`
+and :class:`RunPlan`; the local loop here and the Ray backend (:mod:`samkit.engine.ray_backend`)
+share it and the one :class:`AnnotateWorker`, and differ only in who runs the workers.
 """
 
 from __future__ import annotations
@@ -35,14 +40,18 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from samkit.automask.generator import AutoMaskGenerator
+from samkit.builder import load_model
+from samkit.engine.inputs import ImageScan, list_images, list_inputs, scan_images
 from samkit.engine.writers import PriorOutput, SA1BWriter, Writer, sa1b_record, summary_stem
-from samkit.errors import ConfigError, DatasetError, SamkitError
+from samkit.errors import ConfigError, SamkitError
 from samkit.fileio import write_image, write_json
 from samkit.imageio import IMAGE_EXTENSIONS, load_image
 
-__all__ = ["SA1B_BINS", "MaskGenerator", "ImageStatus", "AnnotateWorker", "Summary", "ImageScan",
-           "mask_count_histogram", "scan_images", "list_images", "parse_shard", "in_shard", "describe_generator",
-           "same_settings", "annotate_image", "annotate_folder", "histogram_png"]
+__all__ = ["SA1B_BINS", "MaskGenerator", "GeneratorSpec", "ImageStatus", "AnnotateWorker", "Summary", "ImageScan",
+           "RunPlan", "mask_count_histogram", "scan_images", "list_images", "list_inputs", "parse_shard", "in_shard",
+           "describe_generator", "same_settings", "settings_diff", "prepare_run", "annotate_image", "annotate_folder",
+           "histogram_png"]
 
 # SA-1B's masks-per-image bins: (label, lower bound inclusive, upper bound exclusive)
 SA1B_BINS = (("<50", 0, 50), ("50-100", 50, 100), ("100-200", 100, 200), ("200-300", 200, 300),
@@ -61,6 +70,34 @@ class MaskGenerator(Protocol):
     """
 
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class GeneratorSpec:
+    """An :class:`~samkit.automask.generator.AutoMaskGenerator` as data: calling the spec builds
+    it. A distributed backend sends the spec (a few hundred bytes) to each worker, which builds
+    the model once; the model itself never travels."""
+
+    model: str | None = None        # registered name or Hugging Face id; None (and no checkpoint): the default model
+    checkpoint: str | None = None   # a checkpoint file instead of a name (at the same path on every machine)
+    pretrained: bool | None = None  # as in samkit.builder.load_model: True needs trained weights, False random ones
+    device: str = "cpu"             # where the model runs, e.g. "cuda" (in a Ray worker: the GPU it was given)
+    compile: bool = False           # compile the mask decoder (torch.compile)
+    options: dict[str, Any] = field(default_factory=dict)  # AutoMaskGenerator keyword arguments
+
+    def build(self) -> tuple[AutoMaskGenerator, str]:
+        """The generator, and the line naming its weights (:func:`samkit.builder.load_model`)."""
+        model, description = load_model(self.model, self.checkpoint, self.device, pretrained=self.pretrained,
+                                        compile=self.compile)
+        return AutoMaskGenerator(model, **self.options), description
+
+    def __call__(self) -> AutoMaskGenerator:
+        return self.build()[0]
+
+    def on_cpu(self) -> GeneratorSpec:
+        """This spec on the CPU, uncompiled: the same settings and weights, so the same
+        :func:`describe_generator` (what a distributed run's driver builds to record them)."""
+        return dataclasses.replace(self, device="cpu", compile=False)
 
 
 def _jsonable(value: Any) -> Any:
@@ -127,7 +164,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _settings_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+def settings_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
     """``"settings.pred_iou_thresh 0.8 -> 0.5, ..."``: what differs between two provenance records."""
     a, b = _flat(_comparable(old)), _flat(_comparable(new))
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
@@ -156,7 +193,7 @@ class AnnotateWorker:
     ``run(rel)`` reads ``images_dir / rel``, generates its masks and writes them; an image that
     fails with a :class:`~samkit.errors.SamkitError` (unreadable, too large, ...) gives an error
     row; any other exception is a bug and propagates. The local loop (:func:`annotate_folder`) uses
-    one worker; a distributed backend gives each process its own.
+    one worker; the Ray backend gives each of its worker processes its own.
 
     ``provenance`` is recorded in every output (default :func:`describe_generator` of ``generator``).
     """
@@ -168,9 +205,19 @@ class AnnotateWorker:
         self.images_dir = Path(images_dir)
         self.provenance = describe_generator(generator) if provenance is None else provenance
 
-    def run(self, rel: Path) -> ImageStatus:
-        """Annotate the image at ``images_dir / rel``."""
+    def run(self, rel: Path, *, skip_finished: bool = False) -> ImageStatus:
+        """Annotate the image at ``images_dir / rel``.
+
+        With ``skip_finished``, an image whose output records this worker's settings already
+        (written by a worker that then died, before its row reached the driver) is not done
+        again: its row gives the masks of that output.
+        """
         t0 = time.perf_counter()
+        if skip_finished:
+            prior = self.writer.done(rel)
+            if prior is not None and prior.provenance is not None and same_settings(prior.provenance,
+                                                                                    self.provenance):
+                return ImageStatus(rel.as_posix(), prior.masks, time.perf_counter() - t0)
         try:
             return self.annotate(rel, load_image(self.images_dir / rel), t0)
         except SamkitError as exc:
@@ -237,70 +284,6 @@ def mask_count_histogram(counts: Sequence[int]) -> dict[str, int]:
     return out
 
 
-@dataclass
-class ImageScan:
-    """The images of a folder tree, and the folders that could not be listed."""
-
-    files: list[Path]                                                       # relative, sorted
-    folders_not_read: list[dict[str, str]] = field(default_factory=list)   # {"folder", "error"}
-
-
-def scan_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS, *,
-                skip: str | os.PathLike | None = None) -> ImageScan:
-    """Image files below ``root`` (recursive; hidden files and folders, symbolic links to folders
-    and the folder ``skip`` left out), and the subfolders that could not be listed.
-
-    Raises:
-        DatasetError: ``root`` is not a folder, or cannot be listed.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"images folder '{root}' " + ("is a file, not a folder" if root.exists()
-                                                          else "does not exist"))
-    skip_rel = None
-    if skip is not None:
-        try:
-            skip_rel = Path(skip).resolve().relative_to(root.resolve())
-        except ValueError:
-            skip_rel = None  # not below root
-    exts = {e.lower() for e in extensions}
-    files: list[Path] = []
-    not_read: list[dict[str, str]] = []
-    stack = [Path()]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(root / rel_dir) as it:
-                entries = list(it)
-        except OSError as exc:
-            if rel_dir == Path():
-                raise DatasetError(f"cannot list the images folder '{root}': {exc.strerror or exc}") from None
-            not_read.append({"folder": rel_dir.as_posix(), "error": exc.strerror or str(exc)})
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            rel = rel_dir / entry.name
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if rel != skip_rel:
-                    stack.append(rel)
-            elif Path(entry.name).suffix.lower() in exts:
-                files.append(rel)  # a file that turns out unreadable becomes an error row
-    files.sort(key=lambda p: p.as_posix())
-    not_read.sort(key=lambda d: d["folder"])
-    return ImageScan(files, not_read)
-
-
-def list_images(root: str | os.PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
-    """Image files below ``root`` (recursive, hidden files skipped), as sorted relative paths;
-    :func:`scan_images` also says which folders could not be listed."""
-    return scan_images(root, extensions).files
-
-
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
     try:
@@ -324,14 +307,119 @@ def annotate_image(generator: MaskGenerator, image: np.ndarray, file_name: str, 
     return sa1b_record(records, file_name, image_id, image.shape[:2])
 
 
+@dataclass
+class RunPlan:
+    """What a run does, decided before any image is annotated (:func:`prepare_run`), and what it
+    has done so far: the images to annotate, the outputs they replace, the summary."""
+
+    root: Path                   # the folder the images' relative paths start from
+    out_dir: Path                # where summary.json and the histogram go
+    shard: tuple[int, int]       # (I, N)
+    todo: list[Path]             # the images to annotate in this run, in order
+    redo: set[Path]              # of todo: images whose outputs of other (or unrecorded) settings are replaced
+    summary: Summary             # so far: the images skipped (finished by an earlier run)
+
+    def record(self, status: ImageStatus, bar: tqdm | None = None) -> None:
+        """Count one worker row, and show it on the progress bar (an error row on its own line)."""
+        self.summary.add(status)
+        if status.error is not None:
+            tqdm.write(f"skipped image {status.file}: {status.error}")
+        else:
+            self.summary.replaced += int(Path(status.file) in self.redo)
+        if bar is not None:
+            bar.update(1)
+            if status.error is None:
+                bar.set_postfix(masks=status.masks)
+
+    def progress_bar(self, progress: bool = True) -> tqdm:
+        """The run's progress bar over the shard's images, the skipped ones already counted."""
+        return tqdm(total=self.summary.images_total, initial=self.summary.skipped_existing, desc="annotate",
+                    unit="img", disable=not progress)
+
+    def finish(self, seconds: float) -> Summary:
+        """Write ``summary.json`` and ``masks_per_image.png`` (named for the shard); the summary."""
+        summary = self.summary
+        summary.seconds = seconds
+        order = {rel.as_posix(): k for k, rel in enumerate(self.todo)}  # rows come in any order from workers
+        summary.failed.sort(key=lambda row: order.get(row["file"], len(order)))
+        stem = summary_stem(self.shard)
+        write_json(self.out_dir / f"{stem}.json", summary.to_json(), indent=2)
+        write_image(self.out_dir / f"masks_per_image{stem.removeprefix('summary')}.png",
+                    histogram_png(summary.histogram()))
+        return summary
+
+
+def prepare_run(images: str | os.PathLike, out_dir: str | os.PathLike, writer: Writer, provenance: dict[str, Any], *,
+                shard: tuple[int, int] = (0, 1), extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                overwrite: bool = False) -> RunPlan:
+    """The driver's part of a run before any image is annotated: list the images
+    (:func:`~samkit.engine.inputs.list_inputs`), plan the writer's names, take the shard, skip the
+    images finished with the same settings, and refuse (or, with ``overwrite``, plan to redo)
+    outputs made with other settings. Makes ``out_dir``.
+
+    Raises:
+        ConfigError: ``out_dir`` is the images' root folder itself, or holds outputs made with
+            other settings and ``overwrite`` is False (nothing is written then).
+        DatasetError: ``images`` is not a readable folder, list of images or glob.
+    """
+    out_dir = Path(out_dir)
+    scan = list_inputs(images, extensions, skip=out_dir)
+    if out_dir.resolve() == scan.root.resolve():
+        raise ConfigError(f"--out '{out_dir}' is the images folder itself: a rerun would read the overlays and "
+                          "the histogram as images; give a subfolder (skipped when scanning) or another folder")
+    writer.plan(scan.files)
+    shard_files = [p for p in scan.files if in_shard(p, shard)]
+    summary = Summary(images_total=len(shard_files), folders_not_read=scan.folders_not_read, provenance=provenance)
+    keeps_suffix = getattr(writer, "keeps_suffix", None)  # SA1BWriter's naming of colliding stems
+    summary.named_with_suffix = [p.as_posix() for p in shard_files if keeps_suffix is not None and keeps_suffix(p)]
+    for entry in scan.folders_not_read:
+        tqdm.write(f"skipped folder {entry['folder']} (not read: {entry['error']})")
+
+    priors: dict[Path, PriorOutput] = {}
+    for rel in shard_files:
+        prior = writer.done(rel)
+        if prior is not None:
+            priors[rel] = prior
+    other = [rel for rel, p in priors.items()
+             if p.provenance is not None and not same_settings(p.provenance, provenance)]
+    unrecorded = [rel for rel, p in priors.items() if p.provenance is None]
+    if other and not overwrite:
+        first = priors[other[0]]
+        raise ConfigError(
+            f"--out '{out_dir}' holds {len(other)} output(s) made with other settings than this run's "
+            f"({settings_diff(first.provenance or {}, provenance)}), e.g. {first.path}; rerun with "
+            "--overwrite (overwrite=True) to redo them with these settings, or choose another --out")
+    redo = set(other) | (set(unrecorded) if overwrite else set())
+    if redo:
+        tqdm.write(f"redoing {len(redo)} output(s) made with other or unrecorded settings (overwrite)")
+    elif unrecorded:
+        tqdm.write(f"kept {len(unrecorded)} output(s) of an earlier samkit that recorded no settings; --overwrite "
+                   "redoes them")
+
+    todo: list[Path] = []
+    for rel in shard_files:
+        prior = priors.get(rel)
+        if prior is not None and rel not in redo:
+            summary.skipped_existing += 1
+            summary.kept_unrecorded += int(prior.provenance is None)
+            summary.masks_per_image[rel.as_posix()] = prior.masks
+        else:
+            todo.append(rel)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return RunPlan(scan.root, out_dir, shard, todo, redo, summary)
+
+
 def annotate_folder(generator: MaskGenerator, images_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     overlays: bool = False, shard: tuple[int, int] = (0, 1), progress: bool = True,
                     extensions: Sequence[str] = IMAGE_EXTENSIONS, writer: Writer | None = None,
                     overwrite: bool = False, provenance: dict[str, Any] | None = None) -> Summary:
-    """Annotate every image of ``images_dir`` into ``out_dir`` (see the module docstring).
+    """Annotate every image of ``images_dir`` into ``out_dir`` (see the module docstring), in this
+    process, one image after another.
 
     Args:
         generator: makes the masks of an image (e.g. ``AutoMaskGenerator(output_mode="coco_rle")``).
+        images_dir: a folder tree, a text file of image paths (one a line) or a glob
+            (:func:`~samkit.engine.inputs.list_inputs`); the outputs mirror the tree.
         overlays: with the default writer, also write an overlay PNG per image.
         shard: ``(I, N)``: only the I-th of N deterministic shares of the images.
         writer: the output format (default :class:`~samkit.engine.writers.SA1BWriter` into ``out_dir``).
@@ -343,65 +431,18 @@ def annotate_folder(generator: MaskGenerator, images_dir: str | os.PathLike, out
     Raises:
         ConfigError: ``out_dir`` is ``images_dir`` itself, or holds outputs made with other
             settings and ``overwrite`` is False (nothing is written then).
-        DatasetError: ``images_dir`` is not a readable folder.
+        DatasetError: ``images_dir`` is not a readable folder, list of images or glob.
     """
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
-    if out_dir.resolve() == images_dir.resolve():
-        raise ConfigError(f"--out '{out_dir}' is the images folder itself: a rerun would read the overlays and "
-                          "the histogram as images; give a subfolder (skipped when scanning) or another folder")
-    scan = scan_images(images_dir, extensions, skip=out_dir)
-    worker = AnnotateWorker(generator, writer or SA1BWriter(out_dir, overlays=overlays), images_dir, provenance)
-    worker.writer.plan(scan.files)
-    todo = [p for p in scan.files if in_shard(p, shard)]
-    summary = Summary(images_total=len(todo), folders_not_read=scan.folders_not_read, provenance=worker.provenance)
-    keeps_suffix = getattr(worker.writer, "keeps_suffix", None)  # SA1BWriter's naming of colliding stems
-    summary.named_with_suffix = [p.as_posix() for p in todo if keeps_suffix is not None and keeps_suffix(p)]
-    for entry in scan.folders_not_read:
-        tqdm.write(f"skipped folder {entry['folder']} (not read: {entry['error']})")
-
-    priors: dict[Path, PriorOutput] = {}
-    for rel in todo:
-        prior = worker.writer.done(rel)
-        if prior is not None:
-            priors[rel] = prior
-    other = [rel for rel, p in priors.items()
-             if p.provenance is not None and not same_settings(p.provenance, worker.provenance)]
-    unrecorded = [rel for rel, p in priors.items() if p.provenance is None]
-    if other and not overwrite:
-        first = priors[other[0]]
-        raise ConfigError(
-            f"--out '{out_dir}' holds {len(other)} output(s) made with other settings than this run's "
-            f"({_settings_diff(first.provenance or {}, worker.provenance)}), e.g. {first.path}; rerun with "
-            "--overwrite (overwrite=True) to redo them with these settings, or choose another --out")
-    redo = set(other) | (set(unrecorded) if overwrite else set())
-    if redo:
-        tqdm.write(f"redoing {len(redo)} output(s) made with other or unrecorded settings (overwrite)")
-    elif unrecorded:
-        tqdm.write(f"kept {len(unrecorded)} output(s) of an earlier samkit that recorded no settings; --overwrite "
-                   "redoes them")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = describe_generator(generator) if provenance is None else provenance
+    writer = writer or SA1BWriter(out_dir, overlays=overlays)
+    plan = prepare_run(images_dir, out_dir, writer, provenance, shard=shard, extensions=extensions,
+                       overwrite=overwrite)
+    worker = AnnotateWorker(generator, writer, plan.root, provenance)
     t0 = time.perf_counter()
-    bar = tqdm(todo, desc="annotate", unit="img", disable=not progress)
-    for rel in bar:
-        prior = priors.get(rel)
-        if prior is not None and rel not in redo:
-            summary.skipped_existing += 1
-            summary.kept_unrecorded += int(prior.provenance is None)
-            summary.masks_per_image[rel.as_posix()] = prior.masks
-            continue
-        status = worker.run(rel)
-        summary.add(status)
-        if status.error is not None:
-            bar.write(f"skipped image {rel}: {status.error}")
-        else:
-            summary.replaced += int(rel in redo)
-            bar.set_postfix(masks=status.masks)
-    summary.seconds = time.perf_counter() - t0
-    stem = summary_stem(shard)
-    write_json(out_dir / f"{stem}.json", summary.to_json(), indent=2)
-    write_image(out_dir / f"masks_per_image{stem.removeprefix('summary')}.png", histogram_png(summary.histogram()))
-    return summary
+    with plan.progress_bar(progress) as bar:
+        for rel in plan.todo:
+            plan.record(worker.run(rel), bar)
+    return plan.finish(time.perf_counter() - t0)
 
 
 def histogram_png(hist: dict[str, int], size: tuple[int, int] = (560, 320)) -> Image.Image:

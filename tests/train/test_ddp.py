@@ -1,4 +1,5 @@
-"""Data-parallel training with two processes (gloo on CPU): every process ends with the same weights."""
+"""Data-parallel training with two processes (gloo on CPU): every process ends with the same weights,
+on one node and laid out as two nodes of one process each (what ``torchrun --nnodes 2`` sets up)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    # What torchrun puts in the environment; init_distributed reads it.
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
+def torchrun_env(rank: int, world: int, port: int, nodes: int) -> dict[str, str]:
+    """What torchrun puts in the environment of process ``rank`` of ``world``, spread evenly over
+    ``nodes`` machines (the rendezvous on the first one); init_distributed reads it."""
+    per_node = world // nodes
+    return dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                LOCAL_RANK=str(rank % per_node), LOCAL_WORLD_SIZE=str(per_node), GROUP_RANK=str(rank // per_node),
+                GROUP_WORLD_SIZE=str(nodes))
+
+
+def _worker(rank: int, world: int, port: int, out: str, nodes: int = 1) -> None:
+    os.environ.update(torchrun_env(rank, world, port, nodes))
+    if nodes > 1:  # each node has its own disk: a run folder per node
+        out = str(Path(out) / f"node{rank // (world // nodes)}")
+        Path(out).mkdir(exist_ok=True)
     torch.set_num_threads(1)
     import samkit
     from samkit.configs import ModelConfig
@@ -61,11 +72,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def test_two_processes_hold_identical_weights(tmp_path):
+@pytest.mark.parametrize("nodes", [1, 2], ids=["one node", "two nodes"])
+def test_two_processes_hold_identical_weights(tmp_path, nodes):
     world = 2
-    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path), nodes), nprocs=world, join=True)
+    first, second = (tmp_path / "node0", tmp_path / "node1") if nodes > 1 else (tmp_path, tmp_path)
+    r0 = torch.load(first / "rank0.pt", weights_only=True)
+    r1 = torch.load(second / "rank1.pt", weights_only=True)
     for k in r0["end"]:
         assert torch.equal(r0["start"][k], r1["start"][k]), k  # rank 1 started from rank 0's weights
         assert torch.equal(r0["end"][k], r1["end"][k]), k
@@ -75,7 +88,9 @@ def test_two_processes_hold_identical_weights(tmp_path):
     # rank 0 wrote the checkpoints; they hold the common weights
     import samkit
 
-    saved = samkit.build_model(checkpoint=tmp_path / "run" / "checkpoints" / "step_0000003.pt").state_dict()
+    saved = samkit.build_model(checkpoint=first / "run" / "checkpoints" / "step_0000003.pt").state_dict()
     assert all(torch.equal(saved[k], r0["end"][k]) for k in saved)
-    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    state = torch.load(first / "run" / "train_state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+    if nodes > 1:  # the global rank 0 alone writes, not the first process of every node (its LOCAL_RANK is 0 too)
+        assert not (second / "run").exists()
