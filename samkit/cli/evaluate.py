@@ -63,9 +63,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args, args.split or "Test")
     models = {}
     for kind, value, label in _labels(args):
-        model, description = load_model(value if kind == "model" else None, value if kind == "checkpoint" else None,
-                                         args.device)
-        print(f"model: {description}")
+        if kind == "model":
+            model, description = load_model(value, None, args.device, pretrained=args.pretrained or None)
+        else:
+            model, description = load_model(None, value, args.device)
+        print(f"model {label}: {description}")
         models[label] = model
     name = args.name or (f"{Path(args.data).name}_{args.split or 'Test'}" if args.data else f"{args.format}")
     n = len(dataset) if args.max_samples is None else min(len(dataset), args.max_samples)
@@ -113,10 +115,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "compared in one plot.")
     add_data_args(p)
     p.add_argument("--checkpoint", action="append", help="checkpoint to evaluate; repeat to compare several")
-    p.add_argument("--model", action="append", help="registered model: its shipped weights when samkit ships "
-                                                    "some, else random weights (a baseline); repeatable; default, "
+    p.add_argument("--model", action="append", help="registered model: its shipped trained weights when samkit "
+                                                    "ships some (samkit_nano), with --pretrained Meta's official "
+                                                    "weights, else random weights (a baseline); repeatable; default, "
                                                     "with no --checkpoint either: samkit_nano with its shipped "
-                                                    "weights")
+                                                    "weights. One line per model says which weights it has")
+    p.add_argument("--pretrained", action="store_true",
+                   help="every --model with Meta's official weights, downloaded once into the cache (see `samkit "
+                        "download`); checkpoints are their files' weights")
     p.add_argument("--label", action="append", metavar="NAME[,NAME...]",
                    help="names of the models in the report, one per model (checkpoints first, then --model): "
                         "repeat it (--label base --label tuned) or separate them by commas (--label base,tuned); "

@@ -23,8 +23,8 @@ __all__ = ["TRAIN_PARTS", "RUNTIME_FIELDS", "TrainConfig", "parameter_part"]
 TRAIN_PARTS: tuple[str, ...] = ("image_encoder", "prompt_encoder", "mask_decoder", "memory")
 
 # Fields that may differ between a run and its resumption without changing the result.
-RUNTIME_FIELDS: tuple[str, ...] = ("log_every", "val_every", "val_samples", "val_max_clicks", "ckpt_every",
-                                   "keep_checkpoints", "tensorboard")
+RUNTIME_FIELDS: tuple[str, ...] = ("log_every", "val_every", "val_samples", "val_max_clicks", "val_at_start",
+                                   "ckpt_every", "keep_checkpoints", "tensorboard")
 
 
 def parameter_part(name: str) -> str:
@@ -82,6 +82,7 @@ class TrainConfig:
     val_every: int = 0  # steps between interactive validations (0: only at the end, when val data is given)
     val_samples: int = 0  # validation images used (0: all)
     val_max_clicks: int = 20  # clicks per object in validation
+    val_at_start: bool = False  # also validate the starting weights: metrics.csv row 0, the curves' first point
     ckpt_every: int = 0  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 0  # how many step checkpoints to keep (0: all)
     tensorboard: Optional[bool] = None  # None: when installed; True: required; False: off

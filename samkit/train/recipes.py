@@ -1,4 +1,11 @@
-"""Training recipes: the exact, reproducible runs that produce samkit's own models.
+"""Training recipes, of two kinds, both chosen with ``samkit train --recipe NAME``:
+
+* a :class:`Recipe` is a whole run with its own model, data and stages: the exact, reproducible
+  run that produces one of samkit's own models (``nano``);
+* a :class:`FineTuning` is a named set of settings for fine-tuning trained weights on your data
+  (``finetune``): ``samkit train --recipe finetune --format F --data D`` trains the model it is
+  given (the default model unless ``--model`` / ``--checkpoint``) with those settings, and every
+  option given on the command line replaces the setting it names.
 
 ``samkit train --recipe nano --out DIR`` runs :data:`NANO`: the ``samkit_nano`` model from
 random weights, on generated data only, images first and video last (as SAM 2 itself was
@@ -50,7 +57,7 @@ from samkit.train.config import TrainConfig
 from samkit.train.losses import LossWeights
 from samkit.train.trainer import Trainer
 
-__all__ = ["Stage", "Recipe", "NANO", "RECIPES", "get_recipe", "run_recipe"]
+__all__ = ["Stage", "Recipe", "FineTuning", "NANO", "FINETUNE", "RECIPES", "get_recipe", "run_recipe"]
 
 PathLike = str | os.PathLike
 
@@ -81,6 +88,17 @@ class Recipe:
     scene_seed: int = 1  # seed of the training scenes; held-out data use other seeds
     photo_prob: float = 0.5  # share of scene backgrounds that are real photos
     attention_init_gain: float = 3.0  # align_prompt_attention on the random start (0: leave the init alone)
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """Settings for fine-tuning trained weights on your own data: the :class:`TrainConfig` of
+    ``samkit train --recipe NAME --format F --data D`` before the options given on the command
+    line replace what they name. It has no model or data of its own (unlike a :class:`Recipe`)."""
+
+    name: str
+    train: TrainConfig
+    description: str = ""
 
 
 _ONE_ROUND = ClickConfig(num_correction_rounds=0, num_rounds_without_click=0, prob_box=0.3)
@@ -134,13 +152,41 @@ NANO = Recipe(
     ),
 )
 
-RECIPES: dict[str, Recipe] = {"nano": NANO}
+# Fine-tuning trained weights on a new domain; chosen on the shipped samkit_nano and the generated
+# LabPics-layout set (docs/training/FINETUNE.md): SAM's own settings (20:1 focal:dice on the full-size
+# masks, 8 correction rounds, the decoder alone, gradients clipped at 0.1) gave no clear gain in 200
+# steps. What trains here is the whole image path; the losses are weighted 1:1:1:1 on the decoder's
+# output; each session is a first prompt (a click, near the object's centre half of the time, or a
+# box) and one correction click, so a step costs two decoder runs and the first prompt gets half of
+# the loss.
+FINETUNE = FineTuning(
+    name="finetune",
+    description="fine-tune trained weights on your data (image encoder, prompt encoder, mask decoder; "
+                "loss 1:1:1:1 at the decoder's resolution; a click or a box, then one correction click; lr 3e-4; "
+                "300 steps), validating the starting weights too",
+    train=TrainConfig(
+        steps=300, batch_size=4, max_objects=4, train_parts=_IMAGE_PARTS, lr=3e-4, warmup_steps=20,
+        weight_decay=0.01, grad_clip=1.0, loss_weights=LossWeights(focal=1.0, dice=1.0, iou=1.0, object_score=1.0),
+        loss_resolution="low", clicks=ClickConfig(num_correction_rounds=1, num_rounds_without_click=0, prob_box=0.3,
+                           prob_center_point=0.5, center_fraction=0.5),
+        log_every=10, val_every=150, val_samples=50, val_max_clicks=20, val_at_start=True, seed=0),
+)
+
+RECIPES: dict[str, Recipe | FineTuning] = {"nano": NANO, "finetune": FINETUNE}
 
 
-def get_recipe(name: str) -> Recipe:
-    """The recipe registered under ``name``."""
+def describe_recipes() -> str:
+    """One line per registered recipe: its name, kind and description (for ``--help`` and errors)."""
+    kinds = {Recipe: "a whole run", FineTuning: "settings for --format/--data"}
+    return "; ".join(f"{name} ({kinds[type(r)]}): {r.description}" for name, r in sorted(RECIPES.items()))
+
+
+def get_recipe(name: str) -> Recipe | FineTuning:
+    """The recipe registered under ``name``: a :class:`Recipe` (a whole run) or a
+    :class:`FineTuning` (settings for your data)."""
     if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))} "
+                          f"({describe_recipes()})")
     return RECIPES[name]
 
 
@@ -162,6 +208,10 @@ def run_recipe(recipe: Recipe | str, out_dir: PathLike, *, device: str = "cpu", 
     "seconds": {name: wall time}}``.
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if isinstance(recipe, FineTuning):
+        raise ConfigError(f"recipe {recipe.name!r} holds settings for your data, not a whole run: use samkit train "
+                          f"--recipe {recipe.name} --format FORMAT --data DIR (in Python: Trainer(model, data, "
+                          f"get_recipe({recipe.name!r}).train))")
     cfg = recipe.model if isinstance(recipe.model, ModelConfig) else get_config(recipe.model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

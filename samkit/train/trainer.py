@@ -13,7 +13,8 @@ accumulation, bf16 autocast on CUDA.
 A run folder holds::
 
     config.json                 the TrainConfig, model config and data description
-    metrics.csv                 one row per logged step (always; columns: samkit.train.logging)
+    metrics.csv                 one row per logged step (always; columns: samkit.train.logging), and a
+                                row 0 with the starting weights' validation when val_at_start is set
     tensorboard/                the same scalars, when the tensorboard package is installed
     checkpoints/step_0000100.pt official-layout checkpoints ({"model": state_dict}), adapters merged
     train_state.pt              everything needed to continue exactly (samkit.train.checkpointing.RunState):
@@ -160,6 +161,7 @@ class Trainer:
         self.position = 0  # next index into that pass's order
         self._order = self._epoch_order(0)
         self.last_validation: dict[str, Any] = {}
+        self.start_validation: dict[str, Any] = {}  # the starting weights' validation (val_at_start)
         self._last_saved_step: Optional[int] = None
 
         resumed = False
@@ -449,12 +451,22 @@ class Trainer:
             stop_at: return right after this step, writing nothing more, as a killed run
                 would (for tests of resumption).
 
+        With ``config.val_at_start`` and validation data, a run that starts at step 0 first
+        validates the starting weights and logs them as step 0, so that ``metrics.csv`` and
+        ``training_curves.png`` show the change from them.
+
         Returns:
-            ``{"step", "loss", "iou_last", "validation", "checkpoint", "run_dir"}``: the last
-            logged averages, the last validation dict, and the final checkpoint path (None
-            without a run folder).
+            ``{"step", "loss", "iou_last", "validation", "start_validation", "checkpoint",
+            "run_dir"}``: the last logged averages, the last validation dict, the starting
+            weights' validation (``{}`` without ``val_at_start`` or when resumed), and the final
+            checkpoint path (None without a run folder).
         """
         cfg = self.cfg
+        if cfg.val_at_start and self.val_data is not None and self.step == 0:
+            res = self.validate()
+            self.start_validation = {k: res[k] for k in validation_keys() if k in res}
+            if self._log is not None:
+                self._log.write(0, {f"val_{k}": v for k, v in self.start_validation.items()})
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                    disable=not (self.progress and self.rank == 0), dynamic_ncols=True, file=sys.stderr)
         window: list[dict[str, float]] = []  # the rows of the steps since the last logged one
@@ -492,7 +504,7 @@ class Trainer:
             final = self._finish()
         return {"step": self.step, "loss": last_row.get("loss"), "iou_last": last_row.get("iou_last"),
                 "validation": {k: self.last_validation[k] for k in validation_keys() if k in self.last_validation},
-                "checkpoint": final, "run_dir": self.out_dir}
+                "start_validation": dict(self.start_validation), "checkpoint": final, "run_dir": self.out_dir}
 
     def _write_run_config(self) -> None:
         info = {"train": self.cfg.to_dict(), "model": config_to_dict(self.model.cfg),

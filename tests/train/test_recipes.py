@@ -13,8 +13,9 @@ from samkit.configs import get_config
 from samkit.errors import ConfigError
 from samkit.model.sam2 import SAM2Model
 from samkit.train.losses import LossWeights
-from samkit.train.recipes import NANO, Recipe, Stage, _scene_data, get_recipe, run_recipe
-from samkit.train import TrainConfig
+from samkit.data.synthetic.scenes import SyntheticSceneDataset
+from samkit.train.recipes import FINETUNE, NANO, FineTuning, Recipe, Stage, _scene_data, get_recipe, run_recipe
+from samkit.train import TrainConfig, Trainer
 from tests.train.test_trainer import FEW_ROUNDS, tiny_config
 
 
@@ -39,8 +40,47 @@ def test_nano_recipe_definition():
     for stage in NANO.stages:
         train, val = _scene_data(NANO, stage, [])
         assert val.num_objects == train.num_objects == stage.num_objects and val.seed != train.seed
-    with pytest.raises(ConfigError, match="known recipes: nano"):
+    with pytest.raises(ConfigError, match="known recipes: finetune, nano"):
         get_recipe("huge")
+
+
+def test_finetune_recipe_definition():
+    """The fine-tuning recipe is settings for the user's data: the whole image path trains, SAM's
+    20:1 focal:dice gives way to 1:1, and the starting weights are validated (step 0)."""
+    assert get_recipe("finetune") is FINETUNE and isinstance(FINETUNE, FineTuning)
+    cfg = FINETUNE.train
+    assert set(cfg.train_parts) == {"image_encoder", "prompt_encoder", "mask_decoder"}
+    assert (cfg.loss_weights.focal, cfg.loss_weights.dice) == (1.0, 1.0) and cfg.loss_resolution == "low"
+    assert cfg.val_at_start and cfg.val_every and cfg.steps == 300
+    with pytest.raises(ConfigError, match="--recipe finetune --format FORMAT --data DIR"):
+        run_recipe("finetune", "unused")
+
+
+def test_validation_at_start_is_step_0_and_survives_a_resume(tmp_path):
+    """val_at_start: the starting weights' validation is metrics.csv's row 0 and the result's
+    start_validation; a resumed run keeps that row and does not validate step 0 again."""
+    train = SyntheticSceneDataset(4, size=(64, 64), seed=1, num_objects=(2, 3))
+    val = SyntheticSceneDataset(1, size=(64, 64), seed=2, num_objects=(2, 3))
+    cfg = TrainConfig(steps=3, batch_size=1, max_objects=2, clicks=FEW_ROUNDS, log_every=1, val_every=0,
+                      val_max_clicks=2, val_at_start=True, ckpt_every=1, tensorboard=False)
+
+    def trainer() -> Trainer:
+        torch.manual_seed(0)
+        return Trainer(samkit.build_model(tiny_config()), train, cfg, out_dir=tmp_path, val_data=val, resume=True,
+                       progress=False)
+
+    first = trainer()
+    untouched = {k: v.clone() for k, v in first.model.state_dict().items()}
+    start = first.validate()
+    assert all(torch.equal(untouched[k], v) for k, v in first.model.state_dict().items())
+    assert first.train(stop_at=2) == {"step": 2, "stopped": True}
+    result = trainer().train()
+    assert result["start_validation"] == {}  # resumed at step 2: step 0 is not measured again
+    with (tmp_path / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]
+    assert rows[0]["loss"] == "" and float(rows[0]["val_mIoU@1"]) == pytest.approx(start["mIoU@1"], abs=1e-6)
+    assert rows[3]["val_mIoU@1"] != "" and rows[1]["val_mIoU@1"] == ""
 
 
 def _tiny_recipe() -> Recipe:

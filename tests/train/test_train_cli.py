@@ -116,3 +116,96 @@ def test_killed_cli_run_resumes_exactly(labpics, config_json, tmp_path):
     a, _ = read_checkpoint(whole / "final.pt")
     b, _ = read_checkpoint(killed / "final.pt")
     assert all(torch.equal(a[k], b[k]) for k in a), f"resumed from step {at}"
+
+
+# --- which weights a run starts from, and the fine-tuning recipe on the command line
+
+
+def _parse(*argv: str):
+    from samkit.cli.main import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+def test_train_says_which_weights_it_starts_from(config_json, tmp_path):
+    from samkit.cli.train import start_model
+    from samkit.errors import ConfigError
+
+    _, line = start_model(_parse("train", "--out", str(tmp_path)), "cpu", 0)
+    assert line.startswith("samkit_nano (weights shipped with samkit: samkit_nano.safetensors, trained on generated")
+    assert "--model sam2.1_hiera_tiny --pretrained" in line  # the hint names options samkit train has
+    _, line = start_model(_parse("train", "--out", str(tmp_path), "--model", "sam2.1_hiera_t"), "cpu", 0)
+    assert line.startswith("sam2.1_hiera_tiny with RANDOM weights (none ship for it)")
+    _, line = start_model(_parse("train", "--out", str(tmp_path), "--config", str(config_json)), "cpu", 0)
+    assert line == f"cli_train_tiny (config {config_json}) with random weights (a new model; --checkpoint FILE " \
+                   "loads trained weights into it)"
+    with pytest.raises(ConfigError, match="--pretrained names the weights of a registered --model"):
+        start_model(_parse("train", "--out", str(tmp_path), "--config", str(config_json), "--pretrained"), "cpu", 0)
+
+
+def test_finetune_recipe_settings_and_the_options_that_replace_them(tmp_path):
+    from samkit.cli.train import train_config
+    from samkit.train import TrainConfig
+    from samkit.train.recipes import FINETUNE
+
+    base = ["train", "--format", "labpics", "--data", "x", "--out", str(tmp_path)]
+    args = _parse(*base, "--recipe", "finetune", "--steps", "7", "--lr", "1e-3", "--correction-rounds", "2")
+    cfg = train_config(args, FINETUNE.train)
+    assert (cfg.steps, cfg.lr, cfg.clicks.num_correction_rounds) == (7, 1e-3, 2)
+    # everything not given is the recipe's
+    assert cfg.loss_weights == FINETUNE.train.loss_weights and cfg.train_parts == FINETUNE.train.train_parts
+    assert cfg.clicks.prob_center_point == FINETUNE.train.clicks.prob_center_point and cfg.val_at_start
+    # without a recipe: TrainConfig's defaults (SAM's), which --help shows first
+    plain = train_config(_parse(*base), TrainConfig())
+    assert plain == TrainConfig(precision="auto", tensorboard=None)
+    assert train_config(_parse(*base, "--lora-rank", "2"), TrainConfig()).train_parts == ()
+    assert train_config(_parse(*base, "--no-val-at-start"), FINETUNE.train).val_at_start is False
+
+
+def test_train_help_shows_both_defaults(capsys):
+    from samkit.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "optimizer steps (default: 1000; --recipe finetune: 300)" in text
+    assert "(default: 20,1,1,1; --recipe finetune: 1,1,1,1)" in text
+    assert "(default: off; --recipe finetune: on)" in text
+
+
+def test_whole_run_recipe_refuses_training_options(tmp_path, capsys):
+    assert main(["train", "--recipe", "nano", "--out", str(tmp_path), "--steps", "3", "--format", "labpics"]) == 2
+    err = capsys.readouterr().err
+    assert "--recipe nano is a whole run" in err and "not --format, --steps" in err and "--recipe finetune" in err
+
+
+def test_finetune_recipe_run_validates_the_starting_weights(labpics, config_json, tmp_path, capsys):
+    """``--recipe finetune`` with a few options replaced: the recipe's settings in config.json, the
+    starting weights validated as metrics.csv's row 0, before -> after printed, the curves drawn."""
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "finetune", "--data", str(labpics), "--format", "labpics", "--config",
+                 str(config_json), "--out", str(out), "--val-split", "Test", "--val-clicks", "2", "--steps", "2",
+                 "--batch-size", "1", "--max-objects", "2", "--log-every", "1", "--tensorboard", "off",
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "settings: recipe finetune (" in text and "replaced from the command line: --steps, --batch-size" in text
+    assert "validation (step 0 -> 2): mIoU@1 " in text and " -> " in text.split("validation (step 0 -> 2):")[1]
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["lr"] == 3e-4 and saved["steps"] == 2 and saved["val_at_start"] is True
+    rows = (out / "metrics.csv").read_text().splitlines()
+    header, first = rows[0].split(","), rows[1].split(",")
+    assert first[0] == "0" and first[header.index("loss")] == "" and first[header.index("val_mIoU@1")] != ""
+    pytest.importorskip("matplotlib")
+    assert (out / "training_curves.png").stat().st_size > 1000
+
+
+def test_eval_says_which_weights_each_model_has(labpics, config_json, tmp_path, capsys):
+    ckpt = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    samkit.save_checkpoint(samkit.build_model(TINY), ckpt)
+    assert main(["eval", "--data", str(labpics), "--format", "labpics", "--checkpoint", str(ckpt), "--model",
+                 "samkit_nano", "--label", "tuned,shipped", "--max-clicks", "1", "--out", str(tmp_path / "e"),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert f"model tuned: cli_train_tiny from {ckpt}" in text
+    assert "model shipped: samkit_nano (weights shipped with samkit: samkit_nano.safetensors, trained" in text
