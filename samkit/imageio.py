@@ -29,15 +29,17 @@ import os
 import re
 import stat
 import struct
+import sys
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from samkit.errors import ConfigError, ImageError
+
+if TYPE_CHECKING:  # the functions that make tensors import torch: reading images needs none
+    import torch
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -89,11 +91,17 @@ _ACCEPTED = (
 )
 
 
+def _is_tensor(obj: object) -> bool:
+    """Whether ``obj`` is a torch tensor (none can exist while torch is not imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
 def _describe(image: object) -> str:
     """A short description of what was received, for error messages."""
     if isinstance(image, np.ndarray):
         return f"a numpy array of shape {tuple(image.shape)} and dtype {image.dtype}"
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         return f"a torch.Tensor of shape {tuple(image.shape)} and dtype {image.dtype}"
     if isinstance(image, Image.Image):
         return f"a PIL image of mode {image.mode!r} and size {image.size}"
@@ -142,7 +150,7 @@ def to_rgb_uint8(image: ImageLike) -> np.ndarray:
         arr = image
     else:
         hint = ""
-        if isinstance(image, torch.Tensor):
+        if _is_tensor(image):
             hint = " (convert a C x H x W tensor with tensor.permute(1, 2, 0).cpu().numpy())"
         raise ImageError(f"received {_describe(image)}{hint}; {_ACCEPTED}")
 
@@ -391,6 +399,8 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     Returns:
         A new tensor of the same shape, dtype and device.
     """
+    import torch
+
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device)[:, None, None]
     return (x - mean) / std
@@ -414,6 +424,9 @@ def preprocess(
     Returns:
         ``1 x 3 x size x size`` float32 tensor on ``device``.
     """
+    import torch
+    import torch.nn.functional as F
+
     if size <= 0:
         raise ImageError(f"size must be a positive number of pixels, got {size}")
     rgb = to_rgb_uint8(image)
@@ -442,6 +455,8 @@ def preprocess_video_frame(frame: ImageLike, size: int) -> torch.Tensor:
     Returns:
         ``3 x size x size`` float32 CPU tensor.
     """
+    import torch
+
     if size <= 0:
         raise ImageError(f"size must be a positive number of pixels, got {size}")
     rgb = to_rgb_uint8(frame)

@@ -17,7 +17,7 @@ FLOORS = {
     "model": 2, "configs": 2, "checkpoint": 2, "weights": 2, "builder": 2,
     "masks": 3, "prompts": 3, "data": 3,
     "image_predictor": 4, "session": 4, "video": 4,
-    "automask": 5, "engine": 5, "evaluate": 5, "train": 5, "export": 5, "studio": 5, "demo": 5,
+    "automask": 5, "engine": 5, "evaluate": 5, "train": 5, "export": 5, "studio": 5, "demo": 5, "onnx": 5,
     "cli": 6,
 }
 

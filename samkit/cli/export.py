@@ -1,9 +1,11 @@
 """``samkit export``: a folder of SA-1B JSON (``samkit annotate`` or ``samkit studio`` output) as a
 COCO instances file, label PNGs, and the figures of the annotation work, and the studio's videos in
 it (``<rel>/video.json``) as a YouTube-VIS file and per-object mask PNGs
-(see :mod:`samkit.engine.exports`).
+(see :mod:`samkit.engine.exports`); ``samkit export onnx`` writes a model as ONNX graphs
+(:mod:`samkit.onnx.export`).
 
     samkit export ANNOTATIONS_DIR [--coco FILE.json] [--coco-video FILE.json] [--png DIR] [--stats]
+    samkit export onnx --out DIR [--model NAME | --checkpoint FILE] [--quantize-decoder] [--opset N]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
+from samkit.cli.common import add_model_args, model_from_args
 from samkit.cli.outputs import check_out_dir
 from samkit.engine.exports import (
     annotation_stats,
@@ -23,8 +26,13 @@ from samkit.engine.exports import (
 )
 from samkit.errors import ConfigError, DatasetError, OutputPathError
 from samkit.fileio import write_json
+from samkit.onnx.export import DEFAULT_OPSET, export_onnx, verify_export
 
 __all__ = ["register", "stats_table"]
+
+# the first positional argument that selects the ONNX export instead of an annotations folder
+ONNX = "onnx"
+_ANNOTATION_OPTIONS = ("coco", "coco_video", "png", "stats")
 
 
 def _cell(value: Optional[float], digits: int) -> str:
@@ -52,9 +60,31 @@ def _check_coco_path(path: str, option: str = "--coco") -> Path:
     return out
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """``samkit export onnx``: the model's graphs and config.json into ``--out``, checked."""
+    if args.out is None:
+        raise ConfigError("samkit export onnx needs --out DIR, the folder to write the graphs into")
+    out = check_out_dir(args.out, "--out")
+    model = model_from_args(args)
+    result = export_onnx(model, out, opset=args.opset, quantize=args.quantize_decoder)
+    diffs = verify_export(result, model)
+    for name, path in result.files.items():
+        check = f"; ONNX Runtime vs PyTorch max abs diff {diffs[name]:.1e}" if name in diffs else ""
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB{check})")
+    print(f"wrote {out / 'config.json'}; graphs checked with onnx.checker (opset {args.opset}); run them with "
+          f"samkit.onnx.OnnxImagePredictor({str(out)!r})")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Read the folder once, then write each export asked for."""
-    if not (args.coco or args.coco_video or args.png or args.stats):
+    annotation_options = [name for name in _ANNOTATION_OPTIONS if getattr(args, name)]
+    if args.annotations_dir == ONNX and not annotation_options:
+        return cmd_export_onnx(args)
+    if args.out is not None or args.quantize_decoder:
+        raise ConfigError(f"--out and --quantize-decoder belong to samkit export onnx (the first argument 'onnx'), "
+                          f"not to the export of the annotations in '{args.annotations_dir}'")
+    if not annotation_options:
         raise ConfigError("samkit export needs at least one of --coco FILE.json, --coco-video FILE.json, --png DIR, "
                           "--stats")
     coco = _check_coco_path(args.coco) if args.coco else None
@@ -99,13 +129,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``export``."""
     p = sub.add_parser("export", help="a folder of SA-1B JSON (and studio videos) -> COCO JSON, label PNGs, "
-                                       "annotation figures",
+                                       "annotation figures; `export onnx`: the model as ONNX graphs",
                        description="Exports the SA-1B JSON below ANNOTATIONS_DIR (what samkit annotate or samkit "
                                    "studio wrote; other JSON such as summary.json, and hidden folders such as "
                                    ".studio/, are skipped) and the studio's videos there (every <rel>/video.json). "
-                                   "Give at least one of --coco, --png, --stats.")
+                                   "Give at least one of --coco, --png, --stats. `samkit export onnx --out DIR` "
+                                   "instead writes the model (--model / --checkpoint, default samkit_nano) as ONNX "
+                                   "graphs: image_encoder.onnx, mask_decoder.onnx, memory_attention.onnx, "
+                                   "memory_encoder.onnx and config.json, for samkit.onnx.OnnxImagePredictor.")
     p.add_argument("annotations_dir", metavar="ANNOTATIONS_DIR", help="the folder of SA-1B JSON (searched "
-                                                                      "recursively)")
+                                                                      "recursively), or the word onnx for the ONNX "
+                                                                      "export (a folder named onnx: give ./onnx)")
     p.add_argument("--coco", metavar="FILE.json",
                    help="write the images as one COCO instances file (loads with pycocotools): compressed RLE masks, "
                         "categories from the annotations' category names ('object' for none), score = predicted "
@@ -122,4 +156,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", action="store_true",
                    help="print images, masks, prompts per mask and seconds per mask, per source (manual, auto); "
                         "images only")
+    g = p.add_argument_group("samkit export onnx")
+    g.add_argument("--out", metavar="DIR", help="samkit export onnx: the folder to write the graphs and config.json "
+                                                "into (created if needed)")
+    g.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="samkit export onnx: the ONNX opset (>= 17)")
+    g.add_argument("--quantize-decoder", action="store_true",
+                   help="samkit export onnx: also write mask_decoder_int8.onnx, the decoder with int8 weights "
+                        "(onnxruntime dynamic quantization): smaller and faster, its masks differ from float32 ones by "
+                        "how much docs/onnx/NOTES.md measures")
+    add_model_args(g)
     p.set_defaults(func=cmd_export)
