@@ -41,12 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PHOTO = ROOT / "samkit" / "assets" / "astronaut.jpg"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,14 +36,7 @@ from tests.helpers import randomize_
 SIZE = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a small shared CPU, two threads wait on each other at every
-    operation when the cores are busy (10x slower on these small inputs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
