@@ -98,11 +98,22 @@ def axial_rope_angles(dim: int, width: int, height: int, theta: float = 10000.0)
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive channel pairs of ``x`` (``... x N x C``) by angles given as
-    ``cos``/``sin`` of shape ``N x C/2``. Computed in float32, returned in ``x.dtype``."""
+    ``cos``/``sin`` of shape ``N x C/2``, in real arithmetic. Computed in float32, returned in
+    ``x.dtype``. The exported ONNX graph's form (ONNX has no complex type); the model runs
+    :func:`rotate_pairs`, the same rotation as one complex product (3-10x faster on the CPU,
+    docs/onnx/NOTES.md)."""
     xf = x.float().unflatten(-1, (-1, 2))
     a, b = xf[..., 0], xf[..., 1]
     out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
     return out.to(x.dtype)
+
+
+def rotate_pairs(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of ``x`` (``... x N x C``) by the unit complex numbers
+    ``freqs`` (``N x C/2`` complex64, broadcast over the leading axes): the channel pair
+    ``(a, b)`` is the complex number ``a + ib``. Computed in float32, returned in ``x.dtype``."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * freqs).flatten(-2).to(x.dtype)
 
 
 class RoPEAttention(Attention):
@@ -120,9 +131,17 @@ class RoPEAttention(Attention):
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
         self.feat_sizes = tuple(feat_sizes)
-        self._angles: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._angles: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _cos_sin(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotation angles of an ``n``-token square grid as ``cos``, ``sin`` (``n x C/2``)."""
+        return self._tables(n, device)[:2]
+
+    def _freqs(self, n: int, device: torch.device) -> torch.Tensor:
+        """The rotations of an ``n``-token square grid as unit complex numbers (``n x C/2``)."""
+        return self._tables(n, device)[2]
+
+    def _tables(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         key = (n, str(device))
         if key not in self._angles:
             side = int(round(n ** 0.5))
@@ -130,20 +149,23 @@ class RoPEAttention(Attention):
                 raise ValueError(f"RoPE attention needs a square query grid, got {n} tokens")
             ang = axial_rope_angles(self.internal_dim // self.num_heads, side, side, self.rope_theta)
             ang = ang.to(device)
-            self._angles[key] = (ang.cos(), ang.sin())
+            cos, sin = ang.cos(), ang.sin()
+            self._angles[key] = (cos, sin, torch.complex(cos, sin))
         return self._angles[key]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 num_k_exclude_rope: int = 0) -> torch.Tensor:
         q, k, v = self._project(q, k, v)
         nq = q.shape[-2]
-        cos, sin = self._cos_sin(nq, q.device)
-        q = apply_rope(q, cos, sin)
+        freqs = self._freqs(nq, q.device)
+        q = rotate_pairs(q, freqs)
         n_rot = k.shape[-2] - num_k_exclude_rope
         if n_rot > 0:
             if n_rot != nq and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length; set rope_k_repeat=True")
-            reps = n_rot // nq
-            k_rot = apply_rope(k[:, :, :n_rot], cos.repeat(reps, 1), sin.repeat(reps, 1))
-            k = torch.cat([k_rot, k[:, :, n_rot:]], dim=-2)
+            if n_rot % nq:
+                raise ValueError(f"the {n_rot} rotated keys are not whole copies of the {nq}-token query grid")
+            # the keys are n_rot // nq copies of the query grid: one table, broadcast over the copies
+            k_rot = rotate_pairs(k[:, :, :n_rot].unflatten(2, (n_rot // nq, nq)), freqs).flatten(2, 3)
+            k = k_rot if num_k_exclude_rope == 0 else torch.cat([k_rot, k[:, :, n_rot:]], dim=-2)
         return self._attend(q, k, v)
