@@ -1,7 +1,8 @@
-"""ONNX Runtime against samkit's PyTorch model, one run: latency, int8 decoder accuracy, RoPE.
+"""ONNX Runtime against samkit's PyTorch model, one run: latency, int8 decoder accuracy, RoPE,
+segment-everything.
 
     python benchmarks/onnx.py [--model samkit_nano sam2.1_hiera_tiny] [--image PATH] [--threads 1]
-                              [--repeats 5] [--part latency int8 rope]
+                              [--repeats 5] [--part latency int8 rope everything]
 
 * ``latency``: median time of the image encoder (``set_image``) and of the decoder for one
   point (3 masks), one box (1 mask) and 64 points at once, for samkit's ImagePredictor in float32
@@ -13,9 +14,15 @@
 * ``rope``: the memory attention's rotary encoding of queries and keys on the shapes of one
   frame attending to 6 past frames + 1 conditioning frame (``--model`` sets the widths), and the
   whole memory attention on them for scale:
-  samkit's real arithmetic (``apply_rope`` with cos/sin tables, as the model runs it, and with
-  the tables broadcast over the frames, as the exported graph runs it) against the official
-  complex-number version (``sam2.modeling.position_encoding.apply_rotary_enc``).
+  samkit's complex product (``rotate_pairs``, as the model runs it), its real arithmetic
+  (``apply_rope`` with cos/sin tables repeated for the keys, and broadcast over the frames, as the
+  exported graph runs it) against the official complex-number version
+  (``sam2.modeling.position_encoding.apply_rotary_enc``).
+* ``everything`` (only when asked for, on the default model whatever ``--model`` says):
+  segment-everything with 32 x 32 points, OnnxAutoMaskGenerator (numpy + ONNX Runtime) against
+  AutoMaskGenerator (torch), on groceries.jpg from ../shared/data/images (else the astronaut),
+  each timed ``--repeats`` times (median); the number of masks of each and how well they agree
+  (each torch mask against the ONNX mask that overlaps it most).
 
 Models without shipped weights get random ones (seed 0); the same weights go to every side.
 """
@@ -25,8 +32,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +48,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import samkit  # noqa: E402
 from benchmarks.image_predictor import median_time  # noqa: E402
 from samkit.configs import get_config  # noqa: E402
+from samkit.automask.generator import AutoMaskGenerator  # noqa: E402
 from samkit.image_predictor import ImagePredictor  # noqa: E402
 from samkit.imageio import load_image  # noqa: E402
 from samkit.masks import mask_iou  # noqa: E402
-from samkit.model.attention import apply_rope, axial_rope_angles  # noqa: E402
+from samkit.model.attention import apply_rope, axial_rope_angles, rotate_pairs  # noqa: E402
 from samkit.model.precision import set_compute_dtype  # noqa: E402
 from samkit.model.sam2 import SAM2Model  # noqa: E402
 from samkit.onnx.export import export_onnx  # noqa: E402
+from samkit.onnx.automask import OnnxAutoMaskGenerator  # noqa: E402
 from samkit.onnx.predictor import OnnxImagePredictor  # noqa: E402
 
 TRUCK = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "truck.jpg"
+GROCERIES = TRUCK.with_name("groceries.jpg")
 ASTRONAUT = Path(__file__).resolve().parents[1] / "samkit" / "assets" / "astronaut.jpg"
 
 
@@ -131,7 +143,12 @@ def rope(name: str, repeats: int) -> None:
     cos, sin = ang.cos(), ang.sin()
     cis = compute_axial_cis(dim, side, side, cfg.memory.rope_theta)
 
-    def samkit_model():  # RoPEAttention.forward: the tables repeated for the keys
+    freqs = torch.complex(cos, sin)
+
+    def samkit_model():  # RoPEAttention.forward: one complex product, the table broadcast over the key frames
+        return rotate_pairs(q, freqs), rotate_pairs(k.unflatten(2, (frames, hw)), freqs).flatten(2, 3)
+
+    def samkit_real():  # the real form with the tables repeated for the keys
         return apply_rope(q, cos, sin), apply_rope(k, cos.repeat(frames, 1), sin.repeat(frames, 1))
 
     def samkit_graph():  # the exported graph: the tables broadcast over the key frames
@@ -148,7 +165,8 @@ def rope(name: str, repeats: int) -> None:
     print("|---|---|---|")
     with torch.inference_mode():
         for label, fn in (("official complex (apply_rotary_enc)", official),
-                          ("samkit real, tables repeated (the model)", samkit_model),
+                          ("samkit complex, table broadcast (the model, rotate_pairs)", samkit_model),
+                          ("samkit real, tables repeated (apply_rope)", samkit_real),
                           ("samkit real, tables broadcast (the ONNX graph)", samkit_graph)):
             out = fn()
             diff = max(float((a - b).abs().max()) for a, b in zip(out, ref))
@@ -164,20 +182,83 @@ def rope(name: str, repeats: int) -> None:
               f"queries and keys and its cross-attention queries and {frames} x {hw} keys): {t * 1000:.0f} ms")
 
 
+def _best_matches(ours: list[dict], theirs: list[dict]) -> list[tuple[float, int]]:
+    """For each of ``ours``, the mask IoU with the record of ``theirs`` that overlaps it most
+    (candidates: the one at the same position and those whose boxes intersect), and its index."""
+    masks = [r["segmentation"] for r in theirs]
+    boxes = np.array([r["bbox"] for r in theirs]).reshape(-1, 4)
+    found = []
+    for i, rec in enumerate(ours):
+        x, y, w, h = rec["bbox"]
+        near = np.flatnonzero((boxes[:, 0] <= x + w) & (boxes[:, 0] + boxes[:, 2] >= x) &
+                              (boxes[:, 1] <= y + h) & (boxes[:, 1] + boxes[:, 3] >= y))
+        order = ([i] if i < len(theirs) else []) + [j for j in near.tolist() if j != i]
+        best = (0.0, -1)
+        for j in order:
+            iou = float(mask_iou(rec["segmentation"], masks[j], empty=1.0))
+            best = max(best, (iou, j))
+            if iou >= 0.99:
+                break
+        found.append(best)
+    return found
+
+
+def everything(path: Path, repeats: int, threads: int) -> None:
+    image = load_image(path)
+    model = samkit.build_model()  # the default model, with its shipped weights
+    generators = {"AutoMaskGenerator (torch)": AutoMaskGenerator(model, points_per_side=32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, tmp)
+        generators["OnnxAutoMaskGenerator (numpy + ONNX Runtime)"] = OnnxAutoMaskGenerator(
+            OnnxImagePredictor(tmp, num_threads=threads), points_per_side=32)
+        times, records = {}, {}
+        for label, gen in generators.items():
+            gen.generate(image[:64, :64])  # warm-up: sessions, plans
+            runs = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                records[label] = gen.generate(image)
+                runs.append(time.perf_counter() - t)
+            times[label] = statistics.median(runs)
+    (a_label, ours), (b_label, theirs) = records.items()
+    matches = _best_matches(ours, theirs)
+    ious = np.array([iou for iou, _ in matches])
+    same_place = sum(j == i for i, (_, j) in enumerate(matches))
+    pairs = [(ours[i], theirs[j]) for i, (_, j) in enumerate(matches) if j >= 0]
+    score_diff = max((abs(x["predicted_iou"] - y["predicted_iou"]) for x, y in pairs), default=0.0)
+    stab_diff = max((abs(x["stability_score"] - y["stability_score"]) for x, y in pairs), default=0.0)
+    h, w = image.shape[:2]
+    print(f"\nsegment everything, samkit_nano, {path.name} ({w}x{h}), 32 x 32 points, {threads} thread(s), median of "
+          f"{repeats} (seconds):\n")
+    print("| generator | seconds | masks |")
+    print("|---|---|---|")
+    for label in generators:
+        print(f"| {label} | {times[label]:.2f} | {len(records[label])} |")
+    print(f"\nagreement ({a_label} masks against their best ONNX match): mean IoU {ious.mean():.5f}, min IoU "
+          f"{ious.min():.5f}, {(ious >= 0.99).sum()} of {len(ious)} at IoU >= 0.99, {same_place} at the same "
+          f"position in the list; max |predicted IoU diff| {score_diff:.1e}, max |stability diff| {stab_diff:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", nargs="+", default=["samkit_nano", "sam2.1_hiera_tiny"])
-    ap.add_argument("--image", default=str(TRUCK if TRUCK.exists() else ASTRONAUT))
+    ap.add_argument("--image", default=None, help="default: truck.jpg (groceries.jpg for everything), "
+                    "else the astronaut")
     ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--part", nargs="+", choices=("latency", "int8", "rope"), default=["latency", "int8", "rope"])
+    ap.add_argument("--part", nargs="+", choices=("latency", "int8", "rope", "everything"),
+                    default=["latency", "int8", "rope"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    image = load_image(args.image)
+    image_path = args.image or str(TRUCK if TRUCK.exists() else ASTRONAUT)
+    image = load_image(image_path)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{platform.machine()}, {os.cpu_count()} cores (load average {load:.1f} at the start), torch "
-          f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, {args.threads} thread(s), "
-          f"image {Path(args.image).name}")
+          f"{torch.__version__}, onnxruntime {__import__('onnxruntime').__version__}, {args.threads} thread(s)"
+          + (f", image {Path(image_path).name}" if set(args.part) - {"everything"} else ""))
+    if "everything" in args.part:
+        everything(Path(args.image) if args.image else GROCERIES if GROCERIES.exists() else ASTRONAUT, args.repeats,
+                   args.threads)
     for name in args.model:
         with tempfile.TemporaryDirectory() as tmp:
             if "latency" in args.part or "int8" in args.part:

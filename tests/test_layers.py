@@ -13,7 +13,7 @@ PACKAGE = ROOT / "samkit"
 
 # floor of each top-level part of the package (a module imports only from its floor or lower)
 FLOORS = {
-    "errors": 1, "fileio": 1, "imageio": 1, "visualize": 1, "lru": 1,
+    "errors": 1, "fileio": 1, "imageio": 1, "visualize": 1, "lru": 1, "lazy": 1,
     "model": 2, "configs": 2, "checkpoint": 2, "weights": 2, "builder": 2,
     "masks": 3, "prompts": 3, "data": 3,
     "image_predictor": 4, "session": 4, "video": 4,

@@ -1,12 +1,15 @@
-"""Point grids, crop boxes, and moving boxes, points and masks between a crop and the image."""
+"""Point grids, crop boxes, and moving boxes, points and masks between a crop and the image.
+
+numpy only at import time: the boxes and points functions take numpy arrays or torch tensors
+(and return the same kind), ``uncrop_masks`` takes tensors.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from samkit.errors import ImageError
 
@@ -72,34 +75,49 @@ def check_crop_boxes(im_size: Sequence[int], boxes: Sequence[Sequence[int]], lay
                              "image")
 
 
-def is_box_near_crop_edge(boxes: torch.Tensor, crop_box: Sequence[int], orig_box: Sequence[int],
-                          atol: float = 20.0) -> torch.Tensor:
+def is_box_near_crop_edge(boxes: Any, crop_box: Sequence[int], orig_box: Sequence[int],
+                          atol: float = 20.0) -> Any:
     """Which boxes come within ``atol`` pixels of a crop edge that is not an image edge.
 
-    ``boxes`` ``N x 4`` XYXY in the crop's frame; ``crop_box`` and ``orig_box`` XYXY in the
-    image frame. Returns ``N`` bool.
+    ``boxes`` ``N x 4`` XYXY in the crop's frame (a numpy array, or a torch tensor on any device);
+    ``crop_box`` and ``orig_box`` XYXY in the image frame. Returns ``N`` bool of the same kind.
     """
-    crop = torch.as_tensor(crop_box, dtype=torch.float32, device=boxes.device)
-    image = torch.as_tensor(orig_box, dtype=torch.float32, device=boxes.device)
-    placed = uncrop_boxes_xyxy(boxes, crop_box).float()
-    at_crop = torch.isclose(placed, crop[None], atol=atol, rtol=0)
-    at_image = torch.isclose(placed, image[None], atol=atol, rtol=0)
-    return (at_crop & ~at_image).any(dim=1)
+    if not isinstance(boxes, np.ndarray):  # a torch tensor: N x 4 numbers, decided in numpy
+        import torch
+
+        near = is_box_near_crop_edge(boxes.detach().cpu().numpy(), crop_box, orig_box, atol)
+        return torch.from_numpy(near).to(boxes.device)
+    crop = np.asarray(crop_box, dtype=np.float32)
+    image = np.asarray(orig_box, dtype=np.float32)
+    placed = uncrop_boxes_xyxy(boxes, crop_box).astype(np.float32)
+    at_crop = np.isclose(placed, crop[None], atol=atol, rtol=0)
+    at_image = np.isclose(placed, image[None], atol=atol, rtol=0)
+    return (at_crop & ~at_image).any(axis=1)
 
 
-def uncrop_boxes_xyxy(boxes: torch.Tensor, crop_box: Sequence[int]) -> torch.Tensor:
-    """Boxes ``... x 4`` from a crop's frame to the image frame."""
+def _offset_like(values: Any, offset: list[int]) -> Any:
+    """``offset`` as an array of the kind of ``values``: numpy in its dtype, or an int64 tensor
+    on its device (which adds to int64 and float tensors alike)."""
+    if isinstance(values, np.ndarray):
+        return np.asarray(offset, dtype=values.dtype)
+    import torch
+
+    return torch.tensor(offset, device=values.device)
+
+
+def uncrop_boxes_xyxy(boxes: Any, crop_box: Sequence[int]) -> Any:
+    """Boxes ``... x 4`` (numpy array or torch tensor) from a crop's frame to the image frame."""
     x0, y0 = int(crop_box[0]), int(crop_box[1])
-    return boxes + torch.tensor([x0, y0, x0, y0], device=boxes.device)
+    return boxes + _offset_like(boxes, [x0, y0, x0, y0])
 
 
-def uncrop_points(points: torch.Tensor, crop_box: Sequence[int]) -> torch.Tensor:
-    """Points ``... x 2`` (x, y) from a crop's frame to the image frame."""
-    return points + torch.tensor([int(crop_box[0]), int(crop_box[1])], device=points.device)
+def uncrop_points(points: Any, crop_box: Sequence[int]) -> Any:
+    """Points ``... x 2`` (x, y) (numpy array or torch tensor) from a crop's frame to the image frame."""
+    return points + _offset_like(points, [int(crop_box[0]), int(crop_box[1])])
 
 
-def uncrop_masks(masks: torch.Tensor, crop_box: Sequence[int], orig_h: int, orig_w: int) -> torch.Tensor:
-    """Masks ``... x h x w`` of a crop -> ``... x orig_h x orig_w``, zero outside the crop."""
+def uncrop_masks(masks: Any, crop_box: Sequence[int], orig_h: int, orig_w: int) -> Any:
+    """Masks ``... x h x w`` (a torch tensor) of a crop -> ``... x orig_h x orig_w``, zero outside the crop."""
     x0, y0, x1, y1 = (int(v) for v in crop_box)
     if (x0, y0, x1, y1) == (0, 0, orig_w, orig_h):
         return masks

@@ -1,52 +1,58 @@
-"""Run-length encoding of masks (COCO's uncompressed layout) and COCO's compressed form."""
+"""Run-length encoding of masks (COCO's uncompressed layout) and COCO's compressed form (numpy, no torch)."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence, Union
 
 import numpy as np
-import torch
 
 from samkit.errors import DatasetError, MissingDependencyError
 
 __all__ = ["mask_to_rle", "rle_to_mask", "rle_area", "rle_to_coco", "coco_to_rle", "require_pycocotools",
-           "decode_rle_counts"]
+           "decode_rle_counts", "encode_segmentations", "SEGMENTATION_MODES"]
+
+# the automatic mask generators' ``output_mode`` values
+SEGMENTATION_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 # run-length encoding (COCO's uncompressed RLE: column-major runs, starting with a 0-run)
 
 
-def mask_to_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
+def mask_to_rle(masks: Any) -> list[dict[str, Any]]:
     """Uncompressed RLEs of ``N x H x W`` boolean masks: ``{"size": [H, W], "counts": [...]}``.
 
-    Runs go down the columns (Fortran order, as COCO); ``counts`` alternates 0-runs and
-    1-runs and starts with a (possibly empty) 0-run. Every mask is encoded in one pass.
+    ``masks`` is a numpy array or a torch tensor (moved to the CPU). Runs go down the columns
+    (Fortran order, as COCO); ``counts`` alternates 0-runs and 1-runs and starts with a
+    (possibly empty) 0-run. One mask at a time in numpy, which is faster than one vectorised
+    torch pass over the batch (measured in docs/onnx/NOTES.md); both generators use it.
     """
+    if hasattr(masks, "detach"):  # a torch tensor (torch itself is not imported here)
+        masks = masks.detach().cpu().numpy()
+    masks = np.asarray(masks, dtype=bool)
     n, h, w = masks.shape
-    if n == 0:
-        return []
     total = h * w
-    flat = masks.transpose(1, 2).reshape(n, total)
-    which, where = (flat[:, 1:] != flat[:, :-1]).nonzero(as_tuple=True)
-    changes = torch.bincount(which, minlength=n)  # value changes per mask
-    runs = changes + 1
-    last = torch.cumsum(runs, 0) - 1  # position of each mask's final run in the joint list
-    first = last - changes
-    ends = torch.empty(int(runs.sum()), dtype=torch.int64, device=masks.device)
-    ends[torch.arange(which.numel(), device=masks.device) + which] = where + 1
-    ends[last] = total
-    starts = torch.zeros_like(ends)
-    starts[1:] = ends[:-1]
-    starts[first] = 0
-    lengths = (ends - starts).tolist()
-    opens_with_one = flat[:, 0].tolist()
-    bounds = first.tolist() + [len(lengths)]
     out = []
     for i in range(n):
-        counts = lengths[bounds[i]:bounds[i + 1]]
-        if opens_with_one[i]:
+        flat = masks[i].T.reshape(total)  # column-major pixel order
+        changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        counts = np.diff(np.concatenate(([0], changes, [total]))).tolist() if total else []
+        if total and flat[0]:
             counts = [0] + counts
         out.append({"size": [h, w], "counts": counts})
     return out
+
+
+def encode_segmentations(masks: Any, output_mode: str) -> list[Any]:
+    """The ``segmentation`` of each of ``N x H x W`` boolean masks (numpy or torch) as a record
+    of ``output_mode`` holds it: ``"binary_mask"`` an ``H x W`` bool array, ``"uncompressed_rle"``
+    :func:`mask_to_rle`'s dict, ``"coco_rle"`` :func:`rle_to_coco`'s."""
+    if output_mode == "binary_mask":
+        if hasattr(masks, "detach"):
+            masks = masks.detach().cpu().numpy()
+        return list(np.asarray(masks, dtype=bool))
+    if output_mode not in SEGMENTATION_MODES:
+        raise ValueError(f"output_mode must be one of {SEGMENTATION_MODES}, got {output_mode!r}")
+    rles = mask_to_rle(masks)
+    return [rle_to_coco(r) for r in rles] if output_mode == "coco_rle" else rles
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:

@@ -4,16 +4,17 @@
   image encoder, mask decoder, memory attention and memory encoder graphs and ``config.json``;
 * :class:`OnnxImagePredictor` (:mod:`samkit.onnx.predictor`) has the surface of
   :class:`samkit.image_predictor.ImagePredictor` and needs only onnxruntime and numpy;
-* :class:`OnnxAutoMaskGenerator` (:mod:`samkit.onnx.automask`) is the automatic mask
-  generator with its network run by ONNX Runtime (its mask post-processing is samkit's torch one);
+* :class:`OnnxAutoMaskGenerator` (:mod:`samkit.onnx.automask`) is segment-everything with
+  :class:`~samkit.automask.generator.AutoMaskGenerator`'s arguments and records, on onnxruntime
+  and numpy only;
 * :class:`OnnxVideoTracker` (:mod:`samkit.onnx.video`) tracks objects through a video with the
   four graphs.
 
-Names load on first use, so ``from samkit.onnx import OnnxImagePredictor`` imports no torch.
+Names load on first use, so ``from samkit.onnx import OnnxImagePredictor`` (or
+``OnnxAutoMaskGenerator``) imports no torch.
 """
 
-from importlib import import_module
-from typing import Any
+from samkit.lazy import lazy_getattr
 
 _EXPORTS = {
     "OnnxModel": "samkit.onnx.runtime",
@@ -26,9 +27,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'samkit.onnx' has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

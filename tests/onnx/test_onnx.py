@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from samkit.automask.config import AutoMaskConfig
 from samkit.builder import build_model
 from samkit.cli.main import main
 from samkit.data.synthetic.clips import make_clip
@@ -25,8 +26,13 @@ from samkit.errors import CheckpointNotFoundError, ConfigError, PromptError, Sta
 from samkit.image_predictor import ImagePredictor
 from samkit.imageio import load_image
 from samkit.masks import mask_iou
+from samkit.masks import numpy_ops
+from samkit.masks.boxes import batched_nms as samkit_batched_nms
+from samkit.masks.rle import coco_to_rle, mask_to_rle, rle_area, rle_to_coco, rle_to_mask
 from samkit.video.predictor import VideoPredictor
 from samkit.video.tracking import MemoryPlan, Tracker, plan_memory
+
+from tests.onnx.everything_cases import CASES, summary
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -117,9 +123,12 @@ def _check_image_parity(model, folder: Path, image: np.ndarray, cases: dict[str,
 
 # ---------------------------------------------------------------------- import and errors
 
-def test_the_predictor_imports_without_torch():
-    code = ("import sys\nfrom samkit.onnx import OnnxImagePredictor\nimport samkit.onnx.predictor\n"
-            "import samkit.onnx.transforms, samkit.onnx.prompts, samkit.onnx.runtime\n"
+def test_the_predictor_and_the_generator_import_without_torch():
+    code = ("import sys\nfrom samkit.onnx import OnnxAutoMaskGenerator, OnnxImagePredictor\n"
+            "import samkit.onnx.predictor, samkit.onnx.transforms, samkit.onnx.prompts, samkit.onnx.runtime\n"
+            "import samkit.onnx.automask\n"
+            "import samkit.automask.config, samkit.automask.grid, samkit.masks.rle, samkit.masks.numpy_ops\n"
+            "from samkit.automask import AutoMaskConfig, GenerateStats\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -254,18 +263,206 @@ def test_int8_decoder_stays_close_to_float32(nano_dir, photo, tmp_path):
 
 # ---------------------------------------------------------------------- segment everything
 
-def test_automatic_masks_through_onnx_equal_pytorch(nano, nano_dir, photo):
-    image = photo[::2, ::2].copy()
-    for kw in (dict(points_per_side=8), dict(points_per_side=4, use_m2m=True)):
-        ours = AutoMaskGenerator(nano, **kw).generate(image)
-        gen = OnnxAutoMaskGenerator(nano_dir, **kw)
-        theirs = gen.generate(image)
-        assert gen.threshold_sources["pred_iou_thresh"] == "samkit_nano's config"
-        assert len(ours) == len(theirs) > 0, kw
-        for x, y in zip(ours, theirs):
-            assert (x["segmentation"] == y["segmentation"]).mean() >= 0.995
-            assert abs(x["predicted_iou"] - y["predicted_iou"]) <= 1e-3
-            assert abs(x["stability_score"] - y["stability_score"]) <= 1e-2
+def _mask_of(segmentation) -> np.ndarray:
+    """A record's ``segmentation`` (bool array, uncompressed or COCO RLE) as an ``H x W`` bool array."""
+    if isinstance(segmentation, np.ndarray):
+        return segmentation
+    return rle_to_mask(coco_to_rle(segmentation))
+
+
+EVERYTHING_CASES = {
+    "8 x 8 points": (2, dict(points_per_side=8)),
+    "m2m": (2, dict(points_per_side=4, use_m2m=True)),
+    "one crop layer": (4, dict(points_per_side=8, crop_n_layers=1)),
+    "uncompressed RLE, holes and specks": (2, dict(points_per_side=8, output_mode="uncompressed_rle",
+                                                   min_mask_region_area=50)),
+    "COCO RLE, one mask per point": (2, dict(points_per_side=8, output_mode="coco_rle", multimask_output=False)),
+    "no thresholds": (2, dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)),
+}
+
+
+@pytest.mark.parametrize("step,kw", EVERYTHING_CASES.values(), ids=EVERYTHING_CASES.keys())
+def test_automatic_masks_through_onnx_equal_pytorch(nano, nano_dir, photo, step, kw):
+    image = photo[::step, ::step].copy()
+    ours = AutoMaskGenerator(nano, **kw).generate(image)
+    gen = OnnxAutoMaskGenerator(OnnxImagePredictor(nano_dir, num_threads=1), **kw)
+    theirs = gen.generate(image)
+    assert gen.threshold_sources["pred_iou_thresh"] == ("given" if "pred_iou_thresh" in kw else "samkit_nano's config")
+    assert len(ours) == len(theirs) > 0
+    assert gen.last_stats.kept == len(theirs) and gen.last_stats.candidates > 0
+    for x, y in zip(ours, theirs):
+        assert set(x) == set(y)
+        if kw.get("output_mode", "binary_mask") == "binary_mask":
+            assert y["segmentation"].dtype == bool and y["segmentation"].shape == image.shape[:2]
+        else:
+            assert y["segmentation"]["size"] == list(image.shape[:2])
+            assert type(x["segmentation"]["counts"]) is type(y["segmentation"]["counts"])
+        a, b = _mask_of(x["segmentation"]), _mask_of(y["segmentation"])
+        assert (a == b).mean() >= 0.995
+        assert float(mask_iou(a, b, empty=1.0)) >= 0.99
+        assert y["area"] == int(b.sum()) and abs(x["area"] - y["area"]) <= max(2, 0.01 * x["area"])
+        assert abs(x["predicted_iou"] - y["predicted_iou"]) <= 1e-3
+        assert abs(x["stability_score"] - y["stability_score"]) <= 1e-3
+        assert np.abs(np.subtract(x["bbox"], y["bbox"])).max() <= 1
+        assert x["crop_box"] == y["crop_box"] and x["point_coords"] == y["point_coords"]
+        assert all(isinstance(v, float) for v in y["bbox"] + y["crop_box"] + y["point_coords"][0])
+
+
+def test_only_candidates_above_the_iou_threshold_are_upsampled(nano_dir, photo, monkeypatch):
+    import samkit.onnx.automask as automask
+
+    rows = []
+    real = automask.upsample_logits
+
+    def counting(logits, out_hw):
+        rows.append(logits.shape[0])
+        return real(logits, out_hw)
+
+    monkeypatch.setattr(automask, "upsample_logits", counting)
+    gen = OnnxAutoMaskGenerator(OnnxImagePredictor(nano_dir, num_threads=1), points_per_side=8)
+    out = gen.generate(photo[::2, ::2].copy())
+    stats = gen.last_stats
+    assert 0 < stats.passed_iou < stats.candidates
+    assert sum(rows) == stats.passed_iou + len(out)  # the stability pass, then the kept records' masks
+
+
+def test_onnx_generator_settings_are_the_torch_generators(nano_dir):
+    gen = OnnxAutoMaskGenerator(nano_dir, points_per_side=4, stability_score_thresh=0.9, device="cpu")
+    assert (gen.pred_iou_thresh, gen.stability_score_thresh) == (0.6, 0.9)
+    assert gen.describe_thresholds() == "pred_iou_thresh=0.6 (samkit_nano's config), stability_score_thresh=0.9 (given)"
+    assert len(gen.point_grids) == 1 and gen.point_grids[0].shape == (16, 2)
+    gen.pred_iou_thresh = 0.5
+    assert gen.config.pred_iou_thresh == 0.5 and gen.threshold_sources["pred_iou_thresh"] == "given"
+    assert isinstance(OnnxAutoMaskGenerator.from_pretrained(nano_dir).predictor, OnnxImagePredictor)
+    assert OnnxAutoMaskGenerator(OnnxModel(nano_dir)).pred_iou_thresh == 0.6
+    with pytest.raises(ConfigError, match=r"OnnxAutoMaskGenerator got unexpected keyword argument\(s\) \['points'\]"):
+        OnnxAutoMaskGenerator(nano_dir, points=4)
+    for bad in (dict(points_per_side=None), dict(crop_n_layers=9), dict(output_mode="png"), dict(box_nms_thresh=2)):
+        with pytest.raises(ConfigError) as ours:
+            AutoMaskConfig(**{**dict(pred_iou_thresh=0.6, stability_score_thresh=0.8), **bad}).validate()
+        with pytest.raises(ConfigError) as theirs:
+            OnnxAutoMaskGenerator(nano_dir, **bad)
+        assert str(ours.value) == str(theirs.value)
+    gen.pred_iou_thresh = 1.0
+    assert gen.generate(np.zeros((40, 60, 3), np.uint8)) == []
+    assert "lower pred_iou_thresh" in gen.last_stats.explain()
+
+
+WITHOUT_TORCH = """
+import json, sys
+from importlib.abc import MetaPathFinder
+
+class Refuse(MetaPathFinder):
+    def __init__(self, *names):
+        self.names = names
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.names:
+            raise ImportError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Refuse("torch"))
+import numpy as np
+from samkit.errors import MissingDependencyError
+from samkit.imageio import load_image
+from samkit.onnx import OnnxAutoMaskGenerator, OnnxImagePredictor
+
+folder, photo = sys.argv[1], sys.argv[2]
+image = load_image(photo)[::2, ::2].copy()
+predictor = OnnxImagePredictor(folder, num_threads=1)
+no_scipy = Refuse("scipy")
+sys.meta_path.insert(0, no_scipy)
+try:
+    OnnxAutoMaskGenerator(predictor, points_per_side=2, min_mask_region_area=10).generate(image)
+except MissingDependencyError as exc:
+    print("error:", exc)
+sys.meta_path.remove(no_scipy)
+from tests.onnx.everything_cases import CASES, summary
+print(json.dumps({name: summary(OnnxAutoMaskGenerator(predictor, **kw).generate(image)) for name, kw in CASES.items()}))
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+
+
+def test_segment_everything_runs_where_torch_cannot_be_imported(nano, nano_dir, photo):
+    r = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(nano_dir), str(PHOTO)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    error, counts, modules = r.stdout.strip().splitlines()
+    assert error.startswith("error:") and "pip install scipy" in error and "min_mask_region_area" in error
+    assert modules == "[]"
+    got = json.loads(counts)
+    image = photo[::2, ::2].copy()  # the same image, in this process (torch imported)
+    predictor = OnnxImagePredictor(nano_dir, num_threads=1)
+    for name, kw in CASES.items():
+        assert got[name] == summary(OnnxAutoMaskGenerator(predictor, **kw).generate(image)), name
+        assert got[name][0] == len(AutoMaskGenerator(nano, **kw).generate(image)) > 0
+
+
+# the numpy mask library against torchvision and samkit's torch functions
+
+@pytest.mark.parametrize("n", [0, 1, 7, 300, 1500])
+def test_numpy_nms_equals_torchvision(n):
+    torchvision = pytest.importorskip("torchvision")
+    rng = np.random.default_rng(n)
+    for trial in range(6):
+        xy = rng.integers(0, 300, (n, 2))
+        wh = rng.integers(0, 120, (n, 2))  # some boxes empty
+        boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        tied = trial % 2 == 1
+        scores = (rng.choice([0.25, 0.5, 0.75], n) if tied else rng.random(n)).astype(np.float32)
+        for threshold in (0.0, 0.5, 0.7, 1.0):
+            want = torchvision.ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
+                                               torch.zeros(n, dtype=torch.int64), threshold).numpy()
+            got = numpy_ops.nms(boxes, scores, threshold)
+            assert got.dtype == np.int64
+            assert np.array_equal(got, samkit_batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
+                                                          torch.zeros(n), threshold).numpy()) or (tied and n > 1000)
+            if tied and n > 1000:  # torchvision re-sorts the kept boxes without a stable sort: the same set
+                assert set(got.tolist()) == set(want.tolist()) and np.array_equal(scores[got], scores[want])
+            else:
+                assert np.array_equal(got, want), (trial, threshold)
+
+
+def _random_masks(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    coarse = rng.standard_normal((n, h // 8 + 1, w // 8 + 1))
+    return np.repeat(np.repeat(coarse, 8, 1), 8, 2)[:, :h, :w] + 0.8 * rng.standard_normal((n, h, w)) > 0.3
+
+
+def test_numpy_rle_round_trips_and_equals_pycocotools():
+    coco_mask = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(0)
+    masks = _random_masks(rng, 6, 37, 53)
+    masks[0] = False
+    masks[1] = True
+    masks[2, 0, 0], masks[3, 0, 0] = True, False  # a mask that starts with a 1-run, and one with a 0-run
+    rles = mask_to_rle(masks)
+    assert rles == mask_to_rle(torch.from_numpy(masks))  # tensors take the same path
+    assert rles[0]["counts"] == [37 * 53] and rles[1]["counts"] == [0, 37 * 53]
+    for mask, rle in zip(masks, rles):
+        assert rle["size"] == [37, 53] and all(isinstance(c, int) for c in rle["counts"])
+        assert sum(rle["counts"]) == 37 * 53 and rle_area(rle) == int(mask.sum())
+        assert np.array_equal(rle_to_mask(rle), mask)
+        coco = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        assert rle_to_coco(rle)["counts"] == coco["counts"].decode()
+    assert mask_to_rle(np.zeros((0, 4, 5), bool)) == []
+
+
+def test_numpy_boxes_holes_and_edges_equal_the_torch_ones():
+    from samkit.automask.grid import is_box_near_crop_edge
+    from samkit.masks.boxes import masks_to_boxes
+    from samkit.masks.components import fill_holes_and_sprinkles
+
+    rng = np.random.default_rng(1)
+    masks = _random_masks(rng, 8, 40, 30)
+    masks[0] = False
+    assert np.array_equal(numpy_ops.masks_to_boxes(masks), masks_to_boxes(torch.from_numpy(masks)).numpy())
+    logits = (rng.standard_normal((5, 48, 48)) * 3).astype(np.float32)
+    for hole, sprinkle, threshold in ((10, 10, 0.0), (25, 0, 0.5), (0, 4, -1.0)):
+        want = fill_holes_and_sprinkles(torch.from_numpy(logits), hole, sprinkle, threshold).numpy()
+        assert np.array_equal(numpy_ops.fill_holes_and_sprinkles(logits, hole, sprinkle, threshold), want)
+    boxes = rng.integers(0, 200, (50, 4))
+    crop, image = [100, 50, 300, 250], [0, 0, 300, 400]
+    near = is_box_near_crop_edge(boxes, crop, image)
+    assert near.dtype == bool and near.any() and not near.all()
+    assert np.array_equal(near, is_box_near_crop_edge(torch.from_numpy(boxes), crop, image).numpy())
 
 
 # ---------------------------------------------------------------------- video
