@@ -8,7 +8,8 @@
 Prints, per model and image, the time of ``generate()`` for the official generator and for
 samkit (eager fp32; with ``--bf16`` also the bf16 fast mode, ``compute_dtype=torch.bfloat16``;
 with ``--compile`` also ``build_model(..., compile=True)``, timed after one warm-up call that
-compiles), the ratios, samkit's time in the image embedding, and how the
+compiles; ``--repeats N``: N interleaved rounds, best kept), the ratios, samkit's time in the
+image embedding, and how the
 masks agree: the counts, the smallest IoU of a samkit mask with its official match and the
 largest differences of predicted IoU and stability score.
 
@@ -100,15 +101,10 @@ def run(model_name: str, image_path: str | None, args: argparse.Namespace) -> No
     e = oracle.image_size // 16  # the official predictor assumes a 1024-px input: tell it the feature sizes
     og.predictor._bb_feat_sizes = [(4 * e, 4 * e), (2 * e, 2 * e), (e, e)]
 
-    a, t_official = timed(lambda: og.generate(image))
-    b, t_ours = timed(lambda: sg.generate(image))
-    _, t_embed = timed(lambda: sg.predictor.set_image(image))  # the image embedding's share
-    rows = [("samkit eager", t_ours, b)]
+    gens = [("official", og), ("samkit eager", sg)]
     if args.bf16:
         fast = set_compute_dtype(copy.deepcopy(ours), torch.bfloat16)
-        fg = AutoMaskGenerator(fast, **kw)
-        f, t_fast = timed(lambda: fg.generate(image))
-        rows.append(("samkit bf16 mode (eager)", t_fast, f))
+        gens.append(("samkit bf16 mode (eager)", AutoMaskGenerator(fast, **kw)))
     if args.compile:
         compiled = samkit.build_model(model_name, shipped) if shipped is not None else samkit.build_model(model_name)
         compiled.load_state_dict(ours.state_dict())
@@ -116,19 +112,30 @@ def run(model_name: str, image_path: str | None, args: argparse.Namespace) -> No
             print("--compile: not compiled (see the warning)")
         cg = AutoMaskGenerator(compiled, **kw)
         _, t_warm = timed(lambda: cg.generate(image))  # compiles
-        c, t_comp = timed(lambda: cg.generate(image))
-        rows.append((f"samkit compiled (first call {t_warm:.0f} s)", t_comp, c))
+        gens.append((f"samkit compiled (first call {t_warm:.0f} s)", cg))
+    # interleaved rounds: every generator once per round, the best time of each kept
+    times: dict[str, list[float]] = {name: [] for name, _ in gens}
+    records: dict[str, list[dict]] = {}
+    for _ in range(args.repeats):
+        for name, gen in gens:
+            records[name], t = timed(lambda: gen.generate(image))
+            times[name].append(t)
+    _, t_embed = timed(lambda: sg.predictor.set_image(image))  # the image embedding's share
+    a, t_official = records["official"], min(times["official"])
+    rows = [(name, min(times[name]), records[name]) for name, _ in gens[1:]]
 
     h, w = image.shape[:2]
     print(f"\n{model_name} ({weights}), {what} ({w}x{h}), points_per_side={args.points_per_side}, "
           f"pred_iou_thresh={iou_t}, stability_score_thresh={stab_t}, fp32 CPU, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}")
+    spread = lambda name: f"{min(times[name]):.2f}-{max(times[name]):.2f}"  # noqa: E731
+    print(f"best of {args.repeats} interleaved rounds (the range of the rounds in brackets)")
     print("| | generate() (s) | speed-up vs official | masks |")
     print("|---|---|---|---|")
-    print(f"| official | {t_official:.1f} | 1.00x | {len(a)} |")
+    print(f"| official | {t_official:.2f} ({spread('official')}) | 1.00x | {len(a)} |")
     for name, t, recs in rows:
-        print(f"| {name} | {t:.1f} | {t_official / t:.2f}x | {agreement(recs, a)} |")
-    print(f"| samkit: of which the image embedding | {t_embed:.1f} | | |")
+        print(f"| {name} | {t:.2f} ({spread(name)}) | {t_official / t:.2f}x | {agreement(recs, a)} |")
+    print(f"| samkit: of which the image embedding | {t_embed:.2f} | | |")
 
 
 def main() -> None:
@@ -145,6 +152,7 @@ def main() -> None:
                     help="also time samkit's bf16 fast mode (compute_dtype=torch.bfloat16; its masks are compared "
                          "with the official float32 ones)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the best time of each is kept")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
