@@ -71,14 +71,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return order[alive].astype(np.int64)
 
 
-def require_scipy_ndimage() -> ModuleType:
-    """``scipy.ndimage``, or :class:`MissingDependencyError` saying how to install it."""
+def require_scipy_ndimage(setting: str = "min_mask_region_area", owner: str = "OnnxAutoMaskGenerator") -> ModuleType:
+    """``scipy.ndimage``, or :class:`MissingDependencyError` saying how to install it, or which
+    ``setting`` of ``owner`` to leave at 0 instead."""
     try:
         from scipy import ndimage
     except ImportError:
-        raise MissingDependencyError("removing holes and specks without torch (min_mask_region_area > 0 in "
-                                     "OnnxAutoMaskGenerator) needs scipy's connected components: pip install scipy "
-                                     "(or leave min_mask_region_area at 0)") from None
+        raise MissingDependencyError(f"removing holes and specks without torch ({setting} > 0 in {owner}) needs "
+                                     f"scipy's connected components: pip install scipy (or leave {setting} at 0)") \
+            from None
     return ndimage
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from samkit.errors import ConfigError, PromptError, StateError
 from samkit.imageio import to_rgb_uint8
+from samkit.masks.numpy_ops import fill_holes_and_sprinkles, require_scipy_ndimage
 from samkit.onnx.prompts import Prompts, prepare_prompts
 from samkit.onnx.runtime import OnnxModel
 from samkit.onnx.transforms import image_input, upsample_logits
@@ -68,8 +69,8 @@ class OnnxImagePredictor:
         model: an export folder (``samkit export onnx --out DIR``) or an :class:`OnnxModel`.
         mask_threshold: the logit above which a pixel is in a mask.
         max_hole_area, max_sprinkle_area: fill holes / remove specks of at most this area in the
-            low-resolution logits, as :class:`~samkit.image_predictor.ImagePredictor` does (this
-            step uses samkit's torch connected components: torch must be installed for it).
+            low-resolution logits, as :class:`~samkit.image_predictor.ImagePredictor` does (in
+            numpy with scipy's connected components: scipy must be installed for it).
         num_threads, providers, quantized_decoder: see :class:`OnnxModel` (with a folder).
     """
 
@@ -82,6 +83,8 @@ class OnnxImagePredictor:
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
+        if max_hole_area > 0 or max_sprinkle_area > 0:
+            require_scipy_ndimage("max_hole_area / max_sprinkle_area", "OnnxImagePredictor")  # fail now, not later
         self.feedback_clamp = float(model.config["feedback_clamp"])
         self.reset_predictor()
 
@@ -239,12 +242,6 @@ def _squeeze0(x: np.ndarray) -> np.ndarray:
 
 
 def _fill_holes_and_sprinkles(low: np.ndarray, hole: float, sprinkle: float, threshold: float) -> np.ndarray:
-    """:func:`samkit.masks.components.fill_holes_and_sprinkles` on numpy logits (imports torch)."""
-    try:
-        import torch
-
-        from samkit.masks.components import fill_holes_and_sprinkles
-    except ImportError:
-        raise ConfigError("max_hole_area / max_sprinkle_area use samkit's connected components, which need torch; "
-                          "install torch or leave them at 0") from None
-    return fill_holes_and_sprinkles(torch.from_numpy(np.ascontiguousarray(low)), hole, sprinkle, threshold).numpy()
+    """:func:`samkit.masks.numpy_ops.fill_holes_and_sprinkles` on ``B x C x h x w`` logits (scipy)."""
+    flat = low.reshape(-1, *low.shape[-2:])
+    return fill_holes_and_sprinkles(flat, hole, sprinkle, threshold).reshape(low.shape)

@@ -211,6 +211,26 @@ def test_image_predictor_matches_pytorch_on_the_default_model(nano, nano_dir, ph
     _check_image_parity(nano, nano_dir, photo, _prompt_cases(h, w))
 
 
+def test_hole_and_speck_removal_matches_pytorch(nano, nano_dir, photo):
+    """max_hole_area / max_sprinkle_area in numpy (scipy) equal the torch predictor's, and change
+    the masks (so that the comparison can fail)."""
+    h, w = photo.shape[:2]
+    clicks = dict(point_coords=np.array([[w * 0.5, h * 0.35], [w * 0.3, h * 0.6]]), point_labels=np.array([1, 1]))
+    plain = OnnxImagePredictor(nano_dir, num_threads=1)
+    plain.set_image(photo)
+    base = plain.predict(**clicks)[0]
+    changed = 0
+    for hole, speck in ((200, 0), (0, 200), (300, 300)):
+        ours = ImagePredictor(nano, max_hole_area=hole, max_sprinkle_area=speck)
+        theirs = OnnxImagePredictor(nano_dir, max_hole_area=hole, max_sprinkle_area=speck, num_threads=1)
+        ours.set_image(photo)
+        theirs.set_image(photo)
+        want, got = ours.predict(**clicks), theirs.predict(**clicks)
+        _assert_same_prediction(want, got, f"holes {hole}, specks {speck}")
+        changed += int((got[0] != base).any())
+    assert changed > 0
+
+
 @pytest.mark.slow
 def test_image_predictor_matches_pytorch_on_tiny(tiny, tiny_dir, photo):
     h, w = photo.shape[:2]
