@@ -28,7 +28,8 @@ class DecoderOutput:
 
     ``rows``: None, or (when the caller asked for masks of some prompts only, see
     :meth:`MaskDecoder.forward`) the ``B'`` sorted prompt indices whose masks were computed;
-    ``masks`` is then ``B' x M x 4h x 4w`` while the other fields keep all ``B`` prompts.
+    ``masks`` is then ``B' x M x 4h x 4w`` and ``tokens`` ``B' x M' x C``, while ``iou`` and
+    ``object_score`` keep all ``B`` prompts.
     """
 
     masks: torch.Tensor
@@ -135,7 +136,8 @@ class MaskDecoder(nn.Module):
                       select: Callable[[torch.Tensor], torch.Tensor] | None = None):
         """All ``1 + num_multimask_outputs`` masks: ``(masks B x 4 x 4h x 4w, iou B x 4,
         mask tokens B x 4 x C, object score B x 1, rows)``; with ``select`` (``iou B x 4`` ->
-        ``B`` bool) only the selected prompts' masks, ``rows`` their indices, else None."""
+        ``B`` bool) only the selected prompts' masks and mask tokens (``B'`` of each, the
+        final attention of the others' mask tokens is skipped), ``rows`` their indices, else None."""
         b = sparse.shape[0]
         heads = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
@@ -155,24 +157,28 @@ class MaskDecoder(nn.Module):
             src = src + dense
         pos = image_pe
         _, c, h, w = src.shape
-        hs, keys = self.transformer(src, pos, tokens)
         s = 1 if self.pred_obj_scores else 0
-        iou_out = hs[:, s]
-        mask_tokens = hs[:, s + 1: s + 1 + self.num_mask_tokens]
-        src = keys.transpose(1, 2).reshape(b, c, h, w)
-        iou = self.iou_prediction_head(iou_out)
+        m = slice(s + 1, s + 1 + self.num_mask_tokens)
         rows = None
+        if select is None:
+            head, keys = self.transformer(src, pos, tokens)
+            mask_tokens = head[:, m]
+        else:
+            # the IoU (and object score) tokens of every prompt first; the mask tokens only of
+            # the prompts whose masks are wanted
+            head, queries, keys = self.transformer.forward_split(src, pos, tokens, s + 1)
+        iou = self.iou_prediction_head(head[:, s])
+        src = keys.transpose(1, 2).reshape(b, c, h, w)
         if select is not None:
             rows = torch.nonzero(select(iou)).flatten()
-            src, mask_tokens_used = src[rows], mask_tokens[rows]
-        else:
-            mask_tokens_used = mask_tokens
+            src = src[rows]
+            mask_tokens = self.transformer.finish(queries[rows][:, m], tokens[rows][:, m], keys[rows], pos)
         if self.fast_upscaling_applies():
-            masks = self._masks_fast(src, mask_tokens_used, high_res_features, rows)
+            masks = self._masks_fast(src, mask_tokens, high_res_features, rows)
         else:
-            masks = self._masks_reference(src, mask_tokens_used, high_res_features, rows)
+            masks = self._masks_reference(src, mask_tokens, high_res_features, rows)
         if self.pred_obj_scores:
-            obj = self.pred_obj_score_head(hs[:, 0])
+            obj = self.pred_obj_score_head(head[:, 0])
         else:
             obj = iou.new_full((iou.shape[0], 1), 10.0)
         return masks, iou, mask_tokens, obj, rows

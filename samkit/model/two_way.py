@@ -298,26 +298,34 @@ class TwoWayTransformer(nn.Module):
     def forward_reference(self, image: torch.Tensor, image_pe: torch.Tensor,
                           tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The official layer structure (what training differentiates)."""
-        keys = image.flatten(2).transpose(1, 2)
+        queries, keys = self._layers_reference(image, image_pe, tokens)
         key_pe = image_pe.flatten(2).transpose(1, 2)
-        queries = tokens
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe)
         out = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + out), keys
 
     def forward_group(self, tokens: torch.Tensor, image: torch.Tensor, shared: list[dict[str, object]],
-                      kpe_final: torch.Tensor, ws: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      kpe_final: torch.Tensor, ws: Workspace | None = None,
+                      first: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The per-prompt part of :meth:`forward_fast` for ``n`` prompts: ``tokens``
         ``n x T x C``, ``image`` ``n x P x C`` or ``1 x P x C`` (shared), ``shared`` the layers'
         :meth:`TwoWayAttentionBlock.shared_projections`, ``kpe_final`` ``key_pe W_k^T`` of the
         final attention; ``ws``: scratch tensors (None: fresh ones, which is what the compiled
-        version runs). Returns ``(tokens n x T x C, image tokens n x P x C)``."""
+        version runs); ``first``: only the first ``first`` tokens get the final attention (None:
+        all). Returns ``(tokens n x T' x C after the final attention (T' = first or T),
+        queries n x T x C before it, image tokens n x P x C)``."""
         queries, keys = tokens, image
         for j, (layer, sh) in enumerate(zip(self.layers, shared)):
             queries, keys = layer.forward_fast(queries, keys, tokens, sh, ws, overwrite=j > 0 and ws is not None)
+        end = tokens.shape[1] if first is None else first
+        return self.final_group(queries[:, :end], tokens[:, :end], keys, kpe_final, ws), queries, keys
+
+    def final_group(self, queries: torch.Tensor, tokens: torch.Tensor, keys: torch.Tensor, kpe_final: torch.Tensor,
+                    ws: Workspace | None = None) -> torch.Tensor:
+        """The final token->image attention and its norm for ``n`` prompts: ``queries`` and
+        ``tokens`` (their position encoding) ``n x T' x C``, ``keys`` ``n x P x C`` -> ``n x T' x C``.
+        Each token attends on its own, so any subset of the tokens may be given."""
         out = tokens_to_image(self.final_attn_token_to_image, queries + tokens, keys, kpe_final, ws)
-        return self.norm_final_attn(queries + out), keys
+        return self.norm_final_attn(queries + out)
 
     def forward_fast(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
                      group_bytes: int = GROUP_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,20 +334,63 @@ class TwoWayTransformer(nn.Module):
         The prompts go through :meth:`forward_group` in groups whose attention logits take at
         most ``group_bytes`` (at least one prompt a group).
         """
+        done, _, keys = self._run_fast(image, image_pe, tokens, None, group_bytes)
+        return done, keys
+
+    def forward_split(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
+                      first: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with the final attention for the first ``first`` tokens only, the
+        others left for :meth:`finish` (the mask decoder reads the IoU token before it knows
+        which prompts' mask tokens it needs). Returns ``(tokens B x first x C after the final
+        attention, queries B x T x C before it, image tokens B x P x C)``."""
+        if self.fast_path_applies(image, image_pe):
+            return self._run_fast(image, image_pe, tokens, first, GROUP_BYTES)
+        queries, keys = self._layers_reference(image, image_pe, tokens)
+        return self.finish(queries[:, :first], tokens[:, :first], keys, image_pe), queries, keys
+
+    def finish(self, queries: torch.Tensor, tokens: torch.Tensor, keys: torch.Tensor,
+               image_pe: torch.Tensor, group_bytes: int = GROUP_BYTES) -> torch.Tensor:
+        """The final attention of tokens left out by :meth:`forward_split`: ``queries``,
+        ``tokens`` ``B x T' x C`` (any subset of prompts and tokens, with their image tokens
+        ``keys`` ``B x P x C``) -> ``B x T' x C``, as :meth:`forward` gives them."""
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        final = self.final_attn_token_to_image
+        if not self.fast_path_applies(keys, image_pe) or queries.shape[0] == 0:
+            out = final(queries + tokens, keys + key_pe, keys)
+            return self.norm_final_attn(queries + out)
+        b, t, _ = queries.shape
+        kpe_final = F.linear(key_pe[0], final.k_proj.weight)
+        step = max(1, min(b, group_bytes // (final.num_heads * t * keys.shape[1] * queries.element_size())))
+        ws = Workspace(step, final.num_heads, t, keys.shape[1], queries)
+        return torch.cat([self.final_group(queries[i:i + step], tokens[i:i + step], keys[i:i + step], kpe_final, ws)
+                          for i in range(0, b, step)])
+
+    def _layers_reference(self, image: torch.Tensor, image_pe: torch.Tensor,
+                          tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = image.flatten(2).transpose(1, 2)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        queries = tokens
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, tokens, key_pe)
+        return queries, keys
+
+    def _run_fast(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor, first: int | None,
+                  group_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, c = tokens.shape
         image = image.flatten(2).transpose(1, 2)  # B' x P x C
         p = image.shape[1]
         key_pe = image_pe.flatten(2).transpose(1, 2)[0]  # P x C
-        first = image[0] if image.shape[0] == 1 else None
-        shared = [layer.shared_projections(first if i == 0 else None, key_pe) for i, layer in enumerate(self.layers)]
+        one = image[0] if image.shape[0] == 1 else None
+        shared = [layer.shared_projections(one if i == 0 else None, key_pe) for i, layer in enumerate(self.layers)]
         final = self.final_attn_token_to_image
         kpe_final = F.linear(key_pe, final.k_proj.weight)
         step = max(1, min(b, group_bytes // (final.num_heads * t * p * tokens.element_size())))
         ws = None if self.compiled_group is not None else Workspace(step, final.num_heads, t, p, tokens)
-        out_tokens = torch.empty_like(tokens)
+        done = tokens.new_empty(b, t if first is None else first, c)
+        queries = torch.empty_like(tokens)
         keys = tokens.new_empty(b, p, c)
         for i in range(0, b, step):
-            img = image if first is not None else image[i:i + step]
-            out_tokens[i:i + step], keys[i:i + step] = compiled_or_eager(
-                self, "compiled_group", self.forward_group, tokens[i:i + step], img, shared, kpe_final, ws)
-        return out_tokens, keys
+            img = image if one is not None else image[i:i + step]
+            done[i:i + step], queries[i:i + step], keys[i:i + step] = compiled_or_eager(
+                self, "compiled_group", self.forward_group, tokens[i:i + step], img, shared, kpe_final, ws, first)
+        return done, queries, keys

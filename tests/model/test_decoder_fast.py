@@ -168,6 +168,8 @@ def test_select_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert 0 < len(fast.rows) < 64
     _assert_close(fast, ref)
     assert (fast.masks - full.masks[fast.rows]).abs().max().item() <= LOGIT_TOL
+    assert fast.tokens.shape[0] == len(fast.rows)  # the others' mask tokens never got the final attention
+    assert (fast.tokens - full.tokens[fast.rows]).abs().max().item() <= SCORE_TOL
     none = _decode(setup, True, monkeypatch, prompts, True, True, 64, lambda iou: torch.zeros(64, dtype=torch.bool))
     assert none.masks.shape[0] == 0 and none.iou.shape == (64, 3)
 
@@ -185,6 +187,28 @@ def test_groups_of_every_size_agree(monkeypatch: pytest.MonkeyPatch) -> None:
         for group_bytes in (1, 3 * 8 * 8 * 256 * 4, 1 << 30):  # groups of 1, 3 (and a short last one), all
             out = tr.forward_fast(image, pe, tokens, group_bytes=group_bytes)
             assert (out[0] - ref[0]).abs().max() <= SCORE_TOL and (out[1] - ref[1]).abs().max() <= SCORE_TOL
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_split_final_attention_equals_forward(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """forward_split (the final attention for the first tokens) and finish (for any subset of
+    the rest, any prompts) give what forward gives, on the fast path and the reference one."""
+    s = _setup("samkit_nano")
+    tr = s.model.sam_mask_decoder.transformer
+    if not fast:
+        monkeypatch.setattr(tr, "fast_path_applies", lambda *a: False)
+    tokens = torch.randn(10, 8, 128)
+    pe = s.model.sam_prompt_encoder.get_dense_pe()
+    with torch.inference_mode():
+        ref_tokens, ref_keys = tr.forward_reference(s.embed, pe, tokens)
+        head, queries, keys = tr.forward_split(s.embed, pe, tokens, 2)
+        rows = torch.tensor([1, 4, 9])
+        rest = tr.finish(queries[rows][:, 2:6], tokens[rows][:, 2:6], keys[rows], pe)
+    assert head.shape == (10, 2, 128) and rest.shape == (3, 4, 128)
+    assert (head - ref_tokens[:, :2]).abs().max() <= SCORE_TOL
+    assert (rest - ref_tokens[rows][:, 2:6]).abs().max() <= SCORE_TOL
+    assert (keys - ref_keys).abs().max() <= SCORE_TOL
+    assert (head - rest[:1, :2]).abs().max() > 0.01  # the tokens differ: a mix-up would show
 
 
 def test_reference_path_runs_with_gradients() -> None:
