@@ -347,36 +347,109 @@ class LazyUpsample:
         r, c = seg_r[k, i], seg_c[k, j]
         _merge_extents(extent_lo, extent_hi, index[k], rows.seg_start[r], rows.seg_len[r],
                        cols.seg_start[c], cols.seg_len[c])
-        # 3. pixels of the undecided blocks
+        # 3. rows of the undecided blocks, then pixels of the rows that a level crosses too closely
         k, i, j = open_blocks.nonzero(as_tuple=True)
         index, seg_r, seg_c = index[k], seg_r[k, i], seg_c[k, j]
-        dy = torch.arange(int(rows.seg_len.max()), device=index.device)
-        dx = torch.arange(int(cols.seg_len.max()), device=index.device)
-        per_chunk = max(1, chunk_pixels // (dy.numel() * dx.numel()))
+        per_chunk = max(1, chunk_pixels // (4 * int(rows.seg_len.max())))  # blocks: their rows x levels
         for part in range(0, index.numel(), per_chunk):
             i, r, c = (v[part:part + per_chunk] for v in (index, seg_r, seg_c))
-            ys = (rows.seg_start[r][:, None] + dy).clamp(max=self.plan.out_hw[0] - 1)  # K x bh
-            xs = (cols.seg_start[c][:, None] + dx).clamp(max=self.plan.out_hw[1] - 1)  # K x bw
-            inside = (dy < rows.seg_len[r][:, None])[:, :, None] & (dx < cols.seg_len[c][:, None])[:, None, :]
-            values = self._block_values(i, r, c, ys, xs, levels).masked_fill_(~inside, -math.inf)
-            for q, t in enumerate(thresholds):
-                counts[:, q].index_add_(0, i, (values > t).sum((1, 2)))
-            hit = values > box_threshold
-            rows_hit, cols_hit = hit.any(2), hit.any(1)  # K x bh, K x bw
-            some = rows_hit.any(1)
-            top = first_true_index(rows_hit)
-            bottom = dy.numel() - 1 - first_true_index(rows_hit.flip(1))
-            left = first_true_index(cols_hit)
-            right = dx.numel() - 1 - first_true_index(cols_hit.flip(1))
-            start_y, start_x = rows.seg_start[r], cols.seg_start[c]
-            _merge_extents(extent_lo, extent_hi, i[some], (start_y + top)[some], (bottom - top + 1)[some],
-                           (start_x + left)[some], (right - left + 1)[some])
+            self._count_rows(i, r, c, thresholds, box_threshold, counts, extent_lo, extent_hi)
         boxes = torch.stack([extent_lo[:, 1], extent_lo[:, 0], extent_hi[:, 1], extent_hi[:, 0]], 1)
         boxes = boxes * (extent_hi[:, :1] >= 0)
         if bool(dense.any()):
             counts[dense], boxes[dense] = _dense_counts_and_boxes(self.logits[dense], self.plan.out_hw, thresholds,
                                                                   box_threshold, self.plan.channels)
         return counts, boxes
+
+    def _count_rows(self, index: torch.Tensor, seg_r: torch.Tensor, seg_c: torch.Tensor,
+                    thresholds: Sequence[float], box_threshold: float, counts: torch.Tensor,
+                    extent_lo: torch.Tensor, extent_hi: torch.Tensor) -> None:
+        """Add the exact counts and box extents of ``K`` undecided 2 x 2-input blocks (maps
+        ``index``, row and column segments ``seg_r``, ``seg_c``, all ``K``) to ``counts``
+        ``N x T`` and ``extent_lo`` / ``extent_hi``.
+
+        Along one output row of a block the upsampled value is linear in the column weight, so
+        the pixels above a level are a prefix or a suffix of the row, found by a binary search
+        over the block's column weights. A row is trusted when the pixels on both sides of each
+        crossing lie clearly (twice the rounding slack) on their sides; the other rows (a level
+        too close to a pixel's value, a nearly flat row) are evaluated pixel by pixel.
+        """
+        rows, cols = self.plan.rows, self.plan.cols
+        x, device = self.logits, index.device
+        levels = list(thresholds) + [box_threshold]
+        n_levels = len(levels)
+        dy = torch.arange(int(rows.seg_len.max()), device=device)
+        dx = torch.arange(int(cols.seg_len.max()), device=device)
+        bh = dy.numel()
+        # blocks along the last axis throughout (reductions over rows and levels vectorise)
+        height, width = rows.seg_len[seg_r], cols.seg_len[seg_c]  # K
+        ys = (rows.seg_start[seg_r][None] + dy[:, None]).clamp(max=self.plan.out_hw[0] - 1)  # bh x K
+        xs = (cols.seg_start[seg_c][None] + dx[:, None]).clamp(max=self.plan.out_hw[1] - 1)  # bw x K
+        row_ok = dy[:, None] < height  # bh x K
+        top, bottom = rows.seg_lo[seg_r], rows.seg_hi[seg_r]
+        left, right = cols.seg_lo[seg_c], cols.seg_hi[seg_c]
+        wy0, wy1 = rows.w0[ys], rows.w1[ys]  # bh x K
+        # each row's values at the block's left and right input columns (value = lv * wx0 + rv * wx1),
+        # repeated for each level: (levels * bh) x K, level-major
+        lv = (x[index, top, left] * wy0 + x[index, bottom, left] * wy1).repeat(n_levels, 1)
+        rv = (x[index, top, right] * wy0 + x[index, bottom, right] * wy1).repeat(n_levels, 1)
+        t = torch.tensor(levels, dtype=lv.dtype, device=device).repeat_interleave(bh)[:, None]  # (levels * bh) x 1
+        wx1 = cols.w1[xs]  # bw x K, non-decreasing along a segment
+        w = width[None]
+        span = rv - lv
+        rising = span >= 0
+        u = torch.where(span != 0, (t - lv) / span, torch.where(lv > t, -math.inf, math.inf).to(lv.dtype))
+        # pixels with weight <= u: below t on a rising row, above it on a falling one (a pixel
+        # exactly at u is within the slack of t, so its row goes pixel by pixel)
+        weights = wx1.masked_fill(dx[:, None] >= w, math.inf)
+        cut = torch.searchsorted(weights.T.contiguous(), u.T.contiguous(), right=True).T.minimum(w)
+        lo = torch.where(rising, cut, 0)
+        hi = torch.where(rising, w, cut)  # the pixels above t: [lo, hi)
+        above = torch.where(rising, lo, hi - 1)  # the pixels next to the crossing
+        below = torch.where(rising, lo - 1, hi)
+        has_above = hi > lo
+        has_below = torch.where(rising, lo > 0, hi < w)
+        margin = 2 * (self.slack[index][None] + t.abs() * 1e-6)
+        last = w - 1
+
+        def value(p: torch.Tensor) -> torch.Tensor:  # within rounding of the kernel's value, as lv * wx0 + rv * wx1
+            return lv + span * wx1.gather(0, p.clamp(min=0).minimum(last))
+
+        clear = (~has_above | (value(above) > t + margin)) & (~has_below | (value(below) < t - margin))
+        trusted = row_ok & clear.view(n_levels, bh, -1).all(0)  # bh x K
+        per_level = ((hi - lo).view(n_levels, bh, -1) * trusted).sum(1)  # levels x K
+        for q in range(len(thresholds)):
+            counts[:, q].index_add_(0, index, per_level[q])
+        # the box level's extents, block by block (its rows are the last bh)
+        lo, hi = lo[-bh:], hi[-bh:]
+        hit = trusted & (hi > lo)
+        some = hit.any(0)
+        if bool(some.any()):
+            # float reductions: the integer ones are not vectorised
+            row = dy[:, None].to(lv.dtype)
+            y_first = row.expand_as(hit).masked_fill(~hit, math.inf).amin(0).long()
+            y_last = row.expand_as(hit).masked_fill(~hit, -math.inf).amax(0).long()
+            x_first = lo.to(lv.dtype).masked_fill_(~hit, math.inf).amin(0).long()
+            x_last = hi.to(lv.dtype).masked_fill_(~hit, -math.inf).amax(0).long() - 1
+            k = some.nonzero().flatten()
+            _merge_extents(extent_lo, extent_hi, index[k], rows.seg_start[seg_r][k] + y_first[k],
+                           (y_last - y_first + 1)[k], cols.seg_start[seg_c][k] + x_first[k], (x_last - x_first + 1)[k])
+        # the rows left: pixel by pixel
+        i, k = (row_ok & ~trusted).nonzero(as_tuple=True)
+        if k.numel() == 0:
+            return
+        index, seg_r, seg_c, ys, xs = index[k], seg_r[k], seg_c[k], ys[i, k][:, None], xs[:, k].T
+        inside = (dx < width[k][:, None])[:, None, :]  # K' x 1 x bw
+        values = self._block_values(index, seg_r, seg_c, ys, xs, levels).masked_fill_(~inside, -math.inf)
+        for q, t in enumerate(thresholds):
+            counts[:, q].index_add_(0, index, (values > t).sum((1, 2)))
+        hit = (values > box_threshold)[:, 0]  # K' x bw
+        some = hit.any(1)
+        x_first = first_true_index(hit)
+        x_last = dx.numel() - 1 - first_true_index(hit.flip(1))
+        start_x = cols.seg_start[seg_c]
+        _merge_extents(extent_lo, extent_hi, index[some], ys[some, 0], torch.ones_like(x_first[some]),
+                       (start_x + x_first)[some], (x_last - x_first + 1)[some])
 
     def _block_values(self, index: torch.Tensor, seg_r: torch.Tensor, seg_c: torch.Tensor, ys: torch.Tensor,
                       xs: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:

@@ -105,6 +105,28 @@ def test_lazy_upsample_equals_full_size(out_hw, channels):
     assert torch.equal(c3, counts) and torch.equal(b3, boxes)
 
 
+@pytest.mark.parametrize("in_hw,out_hw,channels", [((64, 64), (534, 800), 3), ((64, 64), (1200, 1800), 3),
+                                                     ((256, 256), (1200, 1800), 1)])
+def test_lazy_upsample_exact_at_large_factors(in_hw, out_hw, channels, monkeypatch):
+    """Blocks of many pixels (the default model's 64 x 64 logits on a photo): the row-wise
+    counts equal the full-size ones, and both the row-wise and the pixel-by-pixel fallback ran."""
+    x = _smooth_logits(8, *in_hw, seed=out_hw[1])
+    x[3] = torch.linspace(-3, 3, in_hw[1]).expand(in_hw)  # rows crossing every level, nearly everywhere
+    x[4, : in_hw[0] // 2] = 1.0  # flat rows exactly on a level, next to sloped ones
+    plan = upsample.UpsamplePlan.build(in_hw, out_hw, channels=channels)
+    assert plan.arithmetic is not None
+    fallback = []
+    original = upsample.LazyUpsample._block_values
+    monkeypatch.setattr(upsample.LazyUpsample, "_block_values",
+                        lambda self, *a: fallback.append(a[0].numel()) or original(self, *a))
+    levels = [1.0, -1.0]
+    counts, boxes = upsample.LazyUpsample(x, plan).counts_and_boxes(levels, 0.0)
+    full = upsample.upsample_logits(x, out_hw, channels)
+    assert torch.equal(counts, torch.stack([stability.count_above(full, t) for t in levels], 1))
+    assert torch.equal(boxes, masks_to_boxes(full > 0.0))
+    assert sum(fallback) > 0  # some rows went pixel by pixel (the flat and integer maps)
+
+
 # ------------------------------------------------------------------------------ records
 def test_mask_records_select_and_cat():
     def rows(n: int, start: int) -> records.MaskRecords:
