@@ -145,3 +145,39 @@ def test_load_model_and_cli_say_bf16(tmp_path, capsys):
     out = tmp_path / "m.png"
     assert main(["segment", str(photo), "--point", "60,40", "--dtype", "bf16", "--out", str(out)]) == 0
     assert "bf16 fast mode" in capsys.readouterr().out and out.is_file()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_warns_on_a_cpu_without_fast_bf16(monkeypatch, fast):
+    """Without AVX-512 PyTorch's bf16 kernels are slow: asking for bf16 there warns and says to
+    use fp32; with them (or for float32) nothing is said."""
+    import warnings
+
+    import samkit.model.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = set_compute_dtype(build_model(), torch.bfloat16)
+        set_compute_dtype(model, torch.float32)
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    if fast:
+        assert not said
+    else:
+        assert len(said) == 1 and "AVX-512" in said[0] and "Use fp32" in said[0]
+    assert compute_dtype(model) == torch.float32
+
+
+def test_fast_bf16_probe_matches_the_cpu():
+    """The probe agrees with the CPU's flags on Linux (AVX-512 BW/VL/DQ, or AVX-NE-CONVERT)."""
+    import platform
+    from pathlib import Path
+
+    from samkit.model.precision import cpu_has_fast_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or platform.machine() != "x86_64":
+        pytest.skip("needs Linux on x86 (/proc/cpuinfo)")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    expected = {"avx512bw", "avx512vl", "avx512dq"} <= flags or "avx_ne_convert" in flags
+    assert cpu_has_fast_bf16() == expected
