@@ -323,7 +323,8 @@ class ImagePredictor:
                                  img_idx: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`predict_low_res` with multimask output, making masks only where needed:
         ``select`` gets the predicted IoUs ``B x 3`` and returns a ``B`` boolean tensor of the
-        prompts whose masks are wanted. Returns ``(low-res logits B' x 3 x 4h x 4w of the
+        prompts whose masks are wanted, deciding each prompt on its own row (it may be called on
+        groups of prompts in turn). Returns ``(low-res logits B' x 3 x 4h x 4w of the
         selected prompts, iou B x 3 of all, rows B' their sorted indices)``. The logits are
         those :meth:`predict_low_res` gives; skipping the others saves most of the decoder's
         time when few prompts pass (the automatic mask generator's IoU filter)."""

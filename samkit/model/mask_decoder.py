@@ -109,7 +109,8 @@ class MaskDecoder(nn.Module):
         ``select`` (multimask output only): called with the predicted IoUs ``B x M`` before any
         mask is made, returns a ``B`` boolean tensor of the prompts whose masks are needed; the
         mask upscaling, most of the decoder's cost, then runs for those prompts only (see
-        :attr:`DecoderOutput.rows`). The masks it returns are those of a full run.
+        :attr:`DecoderOutput.rows`). It must decide each prompt on its own row: it may be called
+        on groups of prompts in turn. The masks it returns are those of a full run.
         """
         if select is not None and not multimask_output:
             raise ValueError("select needs multimask_output=True")
@@ -159,21 +160,27 @@ class MaskDecoder(nn.Module):
         _, c, h, w = src.shape
         s = 1 if self.pred_obj_scores else 0
         m = slice(s + 1, s + 1 + self.num_mask_tokens)
-        rows = None
+        fast = self.fast_upscaling_applies()
         if select is None:
             head, keys = self.transformer(src, pos, tokens)
-            mask_tokens = head[:, m]
+            iou = self.iou_prediction_head(head[:, s])
+            mask_tokens, rows = head[:, m], None
         else:
-            # the IoU (and object score) tokens of every prompt first; the mask tokens only of
-            # the prompts whose masks are wanted
-            head, queries, keys = self.transformer.forward_split(src, pos, tokens, s + 1)
-        iou = self.iou_prediction_head(head[:, s])
-        src = keys.transpose(1, 2).reshape(b, c, h, w)
-        if select is not None:
-            rows = torch.nonzero(select(iou)).flatten()
-            src = src[rows]
-            mask_tokens = self.transformer.finish(queries[rows][:, m], tokens[rows][:, m], keys[rows], pos)
-        if self.fast_upscaling_applies():
+            # the IoU (and object score) tokens of every prompt first; the image tokens and the
+            # mask tokens only of the prompts whose masks are wanted
+            ious: list[torch.Tensor] = []
+
+            def keep(done: torch.Tensor) -> torch.Tensor:
+                ious.append(self.iou_prediction_head(done[:, s]))
+                return select(ious[-1])
+
+            head, queries, keys, rows = self.transformer.forward_split(src, pos, tokens, s + 1, keep)
+            iou = torch.cat(ious)
+            mask_tokens = self.transformer.finish(queries[rows][:, m], tokens[rows][:, m], keys, pos)
+        n = keys.shape[0]
+        # B x C x h x w; the fast upscaling takes the channels-last view of the image tokens as they are
+        src = keys.reshape(n, h, w, c).permute(0, 3, 1, 2) if fast else keys.transpose(1, 2).reshape(n, c, h, w)
+        if fast:
             masks = self._masks_fast(src, mask_tokens, high_res_features, rows)
         else:
             masks = self._masks_reference(src, mask_tokens, high_res_features, rows)

@@ -334,19 +334,31 @@ class TwoWayTransformer(nn.Module):
         The prompts go through :meth:`forward_group` in groups whose attention logits take at
         most ``group_bytes`` (at least one prompt a group).
         """
-        done, _, keys = self._run_fast(image, image_pe, tokens, None, group_bytes)
+        done, _, keys, _ = self._run_fast(image, image_pe, tokens, None, None, group_bytes)
         return done, keys
 
-    def forward_split(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor,
-                      first: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_split(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor, first: int,
+                      keep: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """:meth:`forward` with the final attention for the first ``first`` tokens only, the
         others left for :meth:`finish` (the mask decoder reads the IoU token before it knows
-        which prompts' mask tokens it needs). Returns ``(tokens B x first x C after the final
-        attention, queries B x T x C before it, image tokens B x P x C)``."""
+        which prompts' mask tokens it needs).
+
+        ``keep`` (optional): called with the finished first tokens of some prompts (``n x first
+        x C``, groups of prompts in order, or all at once) and returns an ``n`` bool tensor of
+        those whose image tokens to keep; it must decide each prompt on its own row. Returns
+        ``(tokens B x first x C after the final attention, queries B x T x C before it, image
+        tokens B' x P x C, rows)``: with ``keep`` the image tokens of the ``B'`` kept prompts
+        only and ``rows`` their sorted indices, else all ``B`` and None.
+        """
         if self.fast_path_applies(image, image_pe):
-            return self._run_fast(image, image_pe, tokens, first, GROUP_BYTES)
+            return self._run_fast(image, image_pe, tokens, first, keep, GROUP_BYTES)
         queries, keys = self._layers_reference(image, image_pe, tokens)
-        return self.finish(queries[:, :first], tokens[:, :first], keys, image_pe), queries, keys
+        head = self.finish(queries[:, :first], tokens[:, :first], keys, image_pe)
+        if keep is None:
+            return head, queries, keys, None
+        rows = torch.nonzero(keep(head)).flatten()
+        return head, queries, keys[rows], rows
 
     def finish(self, queries: torch.Tensor, tokens: torch.Tensor, keys: torch.Tensor,
                image_pe: torch.Tensor, group_bytes: int = GROUP_BYTES) -> torch.Tensor:
@@ -375,7 +387,8 @@ class TwoWayTransformer(nn.Module):
         return queries, keys
 
     def _run_fast(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor, first: int | None,
-                  group_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  keep: Callable[[torch.Tensor], torch.Tensor] | None,
+                  group_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         b, t, c = tokens.shape
         image = image.flatten(2).transpose(1, 2)  # B' x P x C
         p = image.shape[1]
@@ -388,9 +401,19 @@ class TwoWayTransformer(nn.Module):
         ws = None if self.compiled_group is not None else Workspace(step, final.num_heads, t, p, tokens)
         done = tokens.new_empty(b, t if first is None else first, c)
         queries = torch.empty_like(tokens)
-        keys = tokens.new_empty(b, p, c)
+        keys = tokens.new_empty(b, p, c) if keep is None else None
+        kept: list[torch.Tensor] = []
+        rows: list[torch.Tensor] = []
         for i in range(0, b, step):
             img = image if one is not None else image[i:i + step]
-            done[i:i + step], queries[i:i + step], keys[i:i + step] = compiled_or_eager(
+            done[i:i + step], queries[i:i + step], group_keys = compiled_or_eager(
                 self, "compiled_group", self.forward_group, tokens[i:i + step], img, shared, kpe_final, ws, first)
-        return done, queries, keys
+            if keep is None:
+                keys[i:i + step] = group_keys
+            else:  # only the kept prompts' image tokens are stored
+                picked = torch.nonzero(keep(done[i:i + step])).flatten()
+                kept.append(group_keys[picked])
+                rows.append(picked + i)
+        if keep is None:
+            return done, queries, keys, None
+        return done, queries, torch.cat(kept), torch.cat(rows)

@@ -192,7 +192,8 @@ def test_groups_of_every_size_agree(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("fast", [True, False])
 def test_split_final_attention_equals_forward(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """forward_split (the final attention for the first tokens) and finish (for any subset of
-    the rest, any prompts) give what forward gives, on the fast path and the reference one."""
+    the rest, any prompts) give what forward gives, on the fast path and the reference one; with
+    keep, only the kept prompts' image tokens come back, each prompt asked about once, in order."""
     s = _setup("samkit_nano")
     tr = s.model.sam_mask_decoder.transformer
     if not fast:
@@ -201,9 +202,22 @@ def test_split_final_attention_equals_forward(fast: bool, monkeypatch: pytest.Mo
     pe = s.model.sam_prompt_encoder.get_dense_pe()
     with torch.inference_mode():
         ref_tokens, ref_keys = tr.forward_reference(s.embed, pe, tokens)
-        head, queries, keys = tr.forward_split(s.embed, pe, tokens, 2)
+        head, queries, keys, none = tr.forward_split(s.embed, pe, tokens, 2)
         rows = torch.tensor([1, 4, 9])
         rest = tr.finish(queries[rows][:, 2:6], tokens[rows][:, 2:6], keys[rows], pe)
+        # keeping the image tokens of some prompts only (decided on their finished first tokens)
+        wanted = torch.zeros(10, dtype=torch.bool)
+        wanted[rows] = True
+        seen: list[int] = []  # the prompts keep was asked about, in order
+
+        def keep(done: torch.Tensor) -> torch.Tensor:
+            n = len(seen)
+            seen.extend(range(n, n + done.shape[0]))
+            return wanted[n:n + done.shape[0]]
+
+        head2, _, kept, picked = tr.forward_split(s.embed, pe, tokens, 2, keep)
+    assert none is None and torch.equal(picked, rows) and seen == list(range(10))
+    assert (kept - keys[rows]).abs().max() <= SCORE_TOL and torch.equal(head2, head)
     assert head.shape == (10, 2, 128) and rest.shape == (3, 4, 128)
     assert (head - ref_tokens[:, :2]).abs().max() <= SCORE_TOL
     assert (rest - ref_tokens[rows][:, 2:6]).abs().max() <= SCORE_TOL
